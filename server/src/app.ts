@@ -1,0 +1,196 @@
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from "fastify";
+import { hashPassword, loadOrCreateSecret, randomPassword, TokenService, TOKEN_TTL_SECONDS } from "./auth.js";
+import { makeAuthenticate, type AppContext } from "./context.js";
+import { closeDatabase, DEFAULT_BUSY_TIMEOUT_MS, isBusyError, openDatabase } from "./db/connection.js";
+import { migrate } from "./db/migrations.js";
+import { Repository } from "./db/repository.js";
+import { HttpError } from "./errors.js";
+import { adminRoutes } from "./routes/admin.js";
+import { authRoutes } from "./routes/auth.js";
+import { documentRoutes } from "./routes/documents.js";
+import { healthRoutes } from "./routes/health.js";
+import { jobRoutes } from "./routes/jobs.js";
+import { uploadRoutes } from "./routes/upload.js";
+import { zoteroRoutes } from "./routes/zotero.js";
+import { FileStore } from "./storage.js";
+import { JobWorker } from "./worker/worker.js";
+
+export const DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024;
+export const DB_FILENAME = "refserver.db";
+
+export interface AppOptions {
+  /** The data directory: database, PDFs, temp files, JWT secret. Created when missing. */
+  dataDir: string;
+  /** SQLite busy timeout. Default 5000 ms. */
+  busyTimeoutMs?: number;
+  /** Largest accepted upload. Default 200 MB. */
+  maxUploadBytes?: number;
+  /** Admin to create or reset at start; when absent and no admin exists one is generated. */
+  adminUser?: string;
+  adminPassword?: string;
+  /** Called once when an admin with a random password was created. */
+  onAdminCreated?: (username: string, password: string) => void;
+  /** Run the background worker. Default true. */
+  worker?: boolean;
+  /** Worker poll interval when idle. Default 1000 ms. */
+  workerPollIntervalMs?: number;
+  /** Token lifetime. Default 480 minutes. */
+  tokenTtlSeconds?: number;
+  /** Reproduce the original's SQLite configuration (benchmark only). Default false. */
+  naive?: boolean;
+  /** Fastify logger option. Default false. */
+  logger?: FastifyServerOptions["logger"];
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    refserver: AppContext & {
+      /** The password of an admin created at this start, if one was generated. */
+      generatedAdminPassword: string | undefined;
+      /** The worker's repository (its own connection). */
+      workerRepo: Repository;
+    };
+  }
+}
+
+interface ValidationEntry {
+  instancePath?: string;
+  keyword?: string;
+  message?: string;
+  params?: Record<string, unknown>;
+}
+
+function fastapiValidation(err: FastifyError): Array<{ type: string; loc: string[]; msg: string }> {
+  const where = err.validationContext === "querystring" ? "query" : (err.validationContext ?? "body");
+  const entries = (err.validation ?? []) as ValidationEntry[];
+  return entries.map((v) => {
+    const missing = v.keyword === "required" ? String(v.params?.missingProperty ?? "") : undefined;
+    const field = missing ?? (v.instancePath ?? "").replace(/^\//, "").split("/")[0] ?? "";
+    return {
+      type: missing ? "missing" : (v.keyword ?? "value_error"),
+      loc: [where, field],
+      msg: missing ? "Field required" : (v.message ?? "Invalid value"),
+    };
+  });
+}
+
+/** Build the Fastify app (not listening). Closing the app stops the worker and closes the database. */
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const dataDir = resolve(options.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const naive = options.naive ?? false;
+  const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  const maxUploadBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
+  const dbPath = join(dataDir, DB_FILENAME);
+
+  const db = openDatabase({ path: dbPath, busyTimeoutMs, naive });
+  migrate(db);
+  const workerDb = openDatabase({ path: dbPath, busyTimeoutMs, naive });
+  const repo = new Repository(db, naive ? "naive" : "fixed");
+  const workerRepo = new Repository(workerDb, naive ? "naive" : "fixed");
+
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+  });
+
+  try {
+    const files = new FileStore(dataDir);
+    await files.init();
+    const removed = await files.sweep(repo.allFilePaths());
+    if (removed.length > 0) app.log.warn({ removed }, "startup sweep removed stray files");
+
+    let generatedAdminPassword: string | undefined;
+    if (options.adminUser && options.adminPassword) {
+      repo.upsertAdmin(options.adminUser, await hashPassword(options.adminPassword));
+    } else if (!repo.hasAdmin()) {
+      const username = options.adminUser ?? "admin";
+      generatedAdminPassword = randomPassword();
+      repo.upsertAdmin(username, await hashPassword(generatedAdminPassword));
+      options.onAdminCreated?.(username, generatedAdminPassword);
+    }
+
+    const tokens = new TokenService(await loadOrCreateSecret(dataDir), options.tokenTtlSeconds ?? TOKEN_TTL_SECONDS);
+    const worker =
+      options.worker === false
+        ? undefined
+        : new JobWorker({
+            repo: workerRepo,
+            files,
+            log: app.log.child({ component: "worker" }),
+            pollIntervalMs: options.workerPollIntervalMs ?? 1000,
+            naive,
+          });
+    const ctx: AppContext = {
+      repo,
+      files,
+      tokens,
+      worker,
+      maxUploadBytes,
+      authenticate: makeAuthenticate(repo, tokens),
+    };
+    app.decorate("refserver", { ...ctx, generatedAdminPassword, workerRepo });
+
+    app.addContentTypeParser(
+      "application/x-www-form-urlencoded",
+      { parseAs: "string", bodyLimit: 64 * 1024 },
+      (_req, body, done) => {
+        done(null, Object.fromEntries(new URLSearchParams(String(body))));
+      },
+    );
+
+    app.setErrorHandler((err: FastifyError, request, reply) => {
+      if (err instanceof HttpError) {
+        return reply.code(err.statusCode).headers(err.headers).send({ detail: err.detail });
+      }
+      if (err.validation) {
+        return reply.code(422).send({ detail: fastapiValidation(err) });
+      }
+      if (err.statusCode === 413 || err.code === "FST_REQ_FILE_TOO_LARGE") {
+        return reply.code(413).send({ detail: `File too large: the limit is ${maxUploadBytes} bytes` });
+      }
+      if (isBusyError(err)) {
+        request.log.error({ err }, "database is locked");
+        return reply.code(500).send({ detail: "Database error: database is locked" });
+      }
+      if (typeof err.code === "string" && err.code.startsWith("SQLITE")) {
+        request.log.error({ err }, "database error");
+        return reply.code(500).send({ detail: `Database error: ${err.message}` });
+      }
+      if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+        return reply.code(err.statusCode).send({ detail: err.message });
+      }
+      request.log.error({ err }, "unhandled error");
+      return reply.code(500).send({ detail: "Internal Server Error" });
+    });
+    app.setNotFoundHandler((_request, reply) => reply.code(404).send({ detail: "Not Found" }));
+
+    const routeOptions = { ctx };
+    await app.register(healthRoutes, routeOptions);
+    await app.register(authRoutes, routeOptions);
+    await app.register(uploadRoutes, routeOptions);
+    await app.register(jobRoutes, routeOptions);
+    await app.register(documentRoutes, routeOptions);
+    await app.register(adminRoutes, routeOptions);
+    await app.register(zoteroRoutes, routeOptions);
+
+    app.addHook("onReady", async () => {
+      worker?.start();
+    });
+    // onClose runs after the server stopped accepting and in-flight requests finished.
+    app.addHook("onClose", async () => {
+      await worker?.stop();
+      closeDatabase(workerDb);
+      closeDatabase(db);
+    });
+  } catch (err) {
+    closeDatabase(workerDb);
+    closeDatabase(db);
+    throw err;
+  }
+  return app;
+}

@@ -1,0 +1,183 @@
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { FastifyPluginAsync } from "fastify";
+import multipart from "@fastify/multipart";
+import type { RouteOptions } from "../context.js";
+import type { NewUpload } from "../db/repository.js";
+import { HttpError, intParsing, missingField, validationError, type ValidationIssue } from "../errors.js";
+import { sanitizeFilename, type StagedFile } from "../storage.js";
+import { errorResponses } from "./schemas.js";
+
+async function drain(stream: Readable): Promise<void> {
+  for await (const chunk of stream) void chunk;
+}
+
+/** FastAPI treats an empty optional form value as absent; so do we. */
+function optionalInt(fields: Map<string, string>, name: string, issues: ValidationIssue[]): number | null {
+  const raw = fields.get(name)?.trim();
+  if (raw === undefined || raw === "") return null;
+  if (!/^[+-]?\d+$/.test(raw)) {
+    issues.push(intParsing("body", name, raw));
+    return null;
+  }
+  return Number.parseInt(raw, 10);
+}
+
+function optionalString(fields: Map<string, string>, name: string): string | null {
+  const raw = fields.get(name);
+  return raw === undefined || raw.trim() === "" ? null : raw.trim();
+}
+
+/** `authors` is a JSON array of strings; be lenient with a bare name or a non-array. */
+function parseAuthors(raw: string): string[] {
+  const trimmed = raw.trim();
+  if (trimmed === "") return [];
+  try {
+    const parsed: unknown = JSON.parse(trimmed);
+    if (Array.isArray(parsed)) return parsed.map((a) => (typeof a === "string" ? a : JSON.stringify(a)));
+    if (typeof parsed === "string") return [parsed];
+  } catch {
+    // not JSON: a single author name
+  }
+  return [trimmed];
+}
+
+export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
+  await app.register(multipart, {
+    throwFileSizeLimit: true,
+    limits: { fileSize: ctx.maxUploadBytes, files: 4, fields: 64, fieldSize: 1024 * 1024, parts: 80 },
+  });
+
+  app.post(
+    "/api/v1/papers/upload_with_metadata",
+    {
+      onRequest: ctx.authenticate,
+      schema: {
+        response: {
+          200: {
+            type: "object",
+            properties: {
+              job_id: { type: "string" },
+              doc_id: { type: "string" },
+              filename: { type: "string" },
+              message: { type: "string" },
+              status: { type: "string" },
+            },
+            required: ["job_id", "doc_id", "filename", "message", "status"],
+          },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const fields = new Map<string, string>();
+      let staged: StagedFile | undefined;
+      let clientName: string | undefined;
+      let badName = false;
+      let notPdf: HttpError | undefined;
+      let committedPath: string | undefined;
+      try {
+        if (request.isMultipart()) {
+          // Fields may come in any order, before or after the file.
+          for await (const part of request.parts()) {
+            if (part.type === "file") {
+              if (part.fieldname !== "file" || clientName !== undefined) {
+                await drain(part.file);
+                continue;
+              }
+              clientName = part.filename ?? "";
+              if (!clientName.toLowerCase().endsWith(".pdf")) {
+                badName = true;
+                await drain(part.file);
+                continue;
+              }
+              try {
+                staged = await ctx.files.stage(part.file);
+              } catch (err) {
+                if (err instanceof HttpError && err.statusCode === 400) notPdf = err;
+                else throw err;
+              }
+              if (part.file.truncated) {
+                throw new HttpError(413, `File too large: the limit is ${ctx.maxUploadBytes} bytes`);
+              }
+            } else if (!fields.has(part.fieldname)) {
+              fields.set(part.fieldname, typeof part.value === "string" ? part.value : String(part.value));
+            }
+          }
+        } else if (request.body && typeof request.body === "object") {
+          for (const [k, v] of Object.entries(request.body as Record<string, unknown>)) {
+            if (typeof v === "string") fields.set(k, v);
+          }
+        }
+
+        const issues: ValidationIssue[] = [];
+        if (clientName === undefined) issues.push(missingField("body", "file"));
+        const rawTitle = fields.get("title");
+        if (rawTitle === undefined) issues.push(missingField("body", "title"));
+        const rawAuthors = fields.get("authors");
+        if (rawAuthors === undefined) issues.push(missingField("body", "authors"));
+        const year = optionalInt(fields, "year", issues);
+        const zoteroVersion = optionalInt(fields, "zotero_version", issues);
+        if (issues.length > 0) throw validationError(issues);
+        if (badName) throw new HttpError(400, "Only PDF files are allowed");
+        if (notPdf) throw notPdf;
+        if (!staged || clientName === undefined) throw new HttpError(400, "Only PDF files are allowed");
+
+        const filename = sanitizeFilename(clientName);
+        const title = rawTitle !== undefined && rawTitle.trim() !== "" ? rawTitle.trim() : filename;
+        const zoteroKey = optionalString(fields, "zotero_key");
+        const libraryId = optionalString(fields, "zotero_library_id");
+        const docId = randomUUID();
+        const jobId = randomUUID();
+        const upload: NewUpload = {
+          docId,
+          jobId,
+          filename,
+          filePath: ctx.files.relativePathFor(docId),
+          fileSize: staged.size,
+          title,
+          authors: parseAuthors(rawAuthors ?? ""),
+          year,
+          zotero:
+            zoteroKey !== null && libraryId !== null
+              ? {
+                  key: zoteroKey,
+                  libraryId,
+                  version: zoteroVersion ?? 0,
+                  collectionKeys: optionalString(fields, "collection_keys"),
+                  tags: optionalString(fields, "tags"),
+                }
+              : null,
+        };
+
+        // File first (fsynced, renamed), then the rows; the file goes when the rows fail.
+        try {
+          await ctx.files.commit(staged, upload.filePath);
+        } catch (err) {
+          throw new HttpError(500, `Failed to save file: ${(err as NodeJS.ErrnoException).code ?? "I/O error"}`);
+        }
+        committedPath = ctx.files.absolute(upload.filePath);
+        staged = undefined;
+        const result = ctx.repo.createUpload(upload);
+        if (!result.ok) {
+          throw new HttpError(
+            409,
+            `Document with Zotero key '${result.zoteroKey}' already exists (doc_id: ${result.existingDocId})`,
+          );
+        }
+        committedPath = undefined;
+        ctx.worker?.notify();
+        return {
+          job_id: jobId,
+          doc_id: docId,
+          filename,
+          message: "File uploaded successfully with metadata. Processing started.",
+          status: "processing",
+        };
+      } finally {
+        if (staged) await ctx.files.discard(staged.tempPath);
+        if (committedPath) await ctx.files.discard(committedPath);
+      }
+    },
+  );
+};

@@ -1,0 +1,125 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { HttpError } from "./errors.js";
+
+export const PDF_DIR = "pdfs";
+export const TMP_DIR = "tmp";
+const PDF_MAGIC = Buffer.from("%PDF-", "latin1");
+
+/** The result of streaming one upload to a temp file. */
+export interface StagedFile {
+  tempPath: string;
+  size: number;
+}
+
+/** Make a client filename safe to store and show: no directories, no `..`, no controls. */
+export function sanitizeFilename(name: string): string {
+  const base = name.split(/[\\/]/).pop() ?? "";
+  let clean = base
+    .replace(/[\u0000-\u001f\u007f]/g, "")
+    .replace(/\.{2,}/g, ".")
+    .replace(/^[.\s]+/, "")
+    .trim();
+  if (clean.length > 200) clean = clean.slice(clean.length - 200);
+  return clean.length > 0 ? clean : "document.pdf";
+}
+
+export class FileStore {
+  readonly dataDir: string;
+
+  constructor(dataDir: string) {
+    this.dataDir = dataDir;
+  }
+
+  async init(): Promise<void> {
+    await mkdir(join(this.dataDir, PDF_DIR), { recursive: true });
+    await mkdir(join(this.dataDir, TMP_DIR), { recursive: true });
+  }
+
+  absolute(relPath: string): string {
+    return join(this.dataDir, relPath);
+  }
+
+  /** Relative path of a paper's file; generated from the doc id, never from client input. */
+  relativePathFor(docId: string): string {
+    return `${PDF_DIR}/${docId}.pdf`;
+  }
+
+  /**
+   * Stream `source` to a temp file in the data dir, never holding it whole in memory;
+   * check that it starts with `%PDF-` (400 otherwise, after draining), fsync and close.
+   */
+  async stage(source: Readable): Promise<StagedFile> {
+    const tempPath = join(this.dataDir, TMP_DIR, `${randomUUID()}.partial`);
+    let fh: FileHandle | undefined = await open(tempPath, "wx", 0o600);
+    let size = 0;
+    let head = Buffer.alloc(0);
+    let badMagic = false;
+    try {
+      for await (const chunk of source) {
+        const buf = chunk as Buffer;
+        if (badMagic) continue; // drain the rest of the part
+        if (head.length < PDF_MAGIC.length) {
+          head = Buffer.concat([head, buf.subarray(0, PDF_MAGIC.length - head.length)]);
+          if (head.length === PDF_MAGIC.length && !head.equals(PDF_MAGIC)) {
+            badMagic = true;
+            continue;
+          }
+        }
+        size += buf.length;
+        await fh.write(buf);
+      }
+      if (badMagic || head.length < PDF_MAGIC.length) {
+        throw new HttpError(400, "The file is not a PDF (it must begin with %PDF-)");
+      }
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      return { tempPath, size };
+    } catch (err) {
+      if (fh) await fh.close().catch(() => undefined);
+      await rm(tempPath, { force: true });
+      throw err;
+    }
+  }
+
+  /** Move a staged file to its final name and fsync the directory so the rename is durable. */
+  async commit(staged: StagedFile, relPath: string): Promise<void> {
+    const target = this.absolute(relPath);
+    await rename(staged.tempPath, target);
+    const dir = await open(join(this.dataDir, PDF_DIR), "r");
+    try {
+      await dir.sync();
+    } catch {
+      // Some filesystems refuse fsync on a directory; the rename still happened.
+    } finally {
+      await dir.close();
+    }
+  }
+
+  async discard(path: string): Promise<void> {
+    await rm(path, { force: true });
+  }
+
+  /**
+   * Startup sweep: remove every temp file, and every stored PDF that no paper row
+   * names (left by a crash between rename and commit). Returns what it removed.
+   */
+  async sweep(knownPaths: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of await readdir(join(this.dataDir, TMP_DIR))) {
+      await rm(join(this.dataDir, TMP_DIR, name), { force: true, recursive: true });
+      removed.push(`${TMP_DIR}/${name}`);
+    }
+    for (const name of await readdir(join(this.dataDir, PDF_DIR))) {
+      const rel = `${PDF_DIR}/${name}`;
+      if (!knownPaths.has(rel)) {
+        await unlink(join(this.dataDir, PDF_DIR, name)).catch(() => undefined);
+        removed.push(rel);
+      }
+    }
+    return removed;
+  }
+}

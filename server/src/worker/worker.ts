@@ -1,0 +1,217 @@
+import type { FastifyBaseLogger } from "fastify";
+import type { ClaimedJob, Repository } from "../db/repository.js";
+import { isBusyError } from "../db/connection.js";
+import type { FileStore } from "../storage.js";
+import { chunkPages } from "./chunk.js";
+import { extractPages, PdfReadError } from "./pdf.js";
+
+export interface WorkerOptions {
+  /** The worker's own repository (its own connection). */
+  repo: Repository;
+  files: FileStore;
+  log: FastifyBaseLogger;
+  /** How often to look for jobs when nothing wakes the worker. Default 1000 ms. */
+  pollIntervalMs?: number;
+  /** Claims of one job before it is failed (crash loops). Default 3. */
+  maxAttempts?: number;
+  /** Reproduce the original's lazy job query held across documents (benchmark only). */
+  naive?: boolean;
+}
+
+export interface WorkerStats {
+  completed: number;
+  failed: number;
+  /** Pipeline attempts aborted by a database error (the naive mode's SQLITE_BUSY). */
+  aborted: number;
+}
+
+/**
+ * The background pipeline. Jobs live in the database; the worker claims one in a short
+ * immediate transaction, parses with no transaction open, then writes each step's
+ * results in one short immediate transaction. Stopping happens between steps; an
+ * interrupted job keeps status `processing` and is resumed on the next start.
+ */
+export class JobWorker {
+  private readonly repo: Repository;
+  private readonly files: FileStore;
+  private readonly log: FastifyBaseLogger;
+  private readonly pollIntervalMs: number;
+  private readonly maxAttempts: number;
+  private readonly naive: boolean;
+  private stopping = false;
+  private running: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private idleWaiters: Array<() => void> = [];
+  readonly stats: WorkerStats = { completed: 0, failed: 0, aborted: 0 };
+
+  constructor(options: WorkerOptions) {
+    this.repo = options.repo;
+    this.files = options.files;
+    this.log = options.log;
+    this.pollIntervalMs = options.pollIntervalMs ?? 1000;
+    this.maxAttempts = options.maxAttempts ?? 3;
+    this.naive = options.naive ?? false;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.stopping = false;
+    this.running = (this.naive ? this.naiveLoop() : this.loop()).catch((err: unknown) => {
+      this.log.error({ err }, "worker stopped on an unexpected error");
+    });
+  }
+
+  /** Wake the worker now (a job was queued). */
+  notify(): void {
+    this.wake?.();
+  }
+
+  /** Stop between steps and wait for the loop to end. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    await this.running;
+    this.running = undefined;
+  }
+
+  /** Resolves the next time the worker finds the queue empty (tests, demos). */
+  whenIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      this.wake?.();
+    });
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    if (this.stopping) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+    this.wake = undefined;
+  }
+
+  private signalIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      let job: ClaimedJob | null;
+      try {
+        job = this.repo.claimNextJob(this.maxAttempts);
+      } catch (err) {
+        this.log.warn({ err }, "worker could not claim a job; will retry");
+        await this.sleep(this.pollIntervalMs);
+        continue;
+      }
+      if (!job) {
+        this.signalIdle();
+        await this.sleep(this.pollIntervalMs);
+        continue;
+      }
+      try {
+        await this.process(job);
+      } catch (err) {
+        // A database error (not a PDF problem): leave the job for the next claim.
+        this.stats.aborted++;
+        this.log.error({ err, jobId: job.jobId }, "pipeline attempt aborted; the job will be retried");
+        await this.sleep(this.pollIntervalMs);
+      }
+    }
+    this.signalIdle();
+  }
+
+  private async process(job: ClaimedJob): Promise<void> {
+    const log = this.log.child({ jobId: job.jobId, docId: job.docId });
+    let pages: string[];
+    if (job.textDone) {
+      pages = this.repo.pageTexts(job.docId);
+    } else {
+      let extracted: string[] | null;
+      try {
+        extracted = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
+      } catch (err) {
+        const message = err instanceof PdfReadError ? err.message : `Text extraction failed: ${(err as Error).message}`;
+        this.repo.failJob(job.jobId, "text", message);
+        this.stats.failed++;
+        log.warn({ reason: message }, "job failed");
+        return;
+      }
+      if (extracted === null) return; // stopping: resume on the next start
+      pages = extracted;
+      this.repo.saveText(job.jobId, job.docId, pages);
+      log.debug({ pages: pages.length }, "text step done");
+    }
+    if (this.stopping) return; // between steps
+    const chunks = chunkPages(pages);
+    this.repo.saveChunks(job.jobId, job.docId, chunks);
+    this.stats.completed++;
+    log.info({ pages: pages.length, chunks: chunks.length }, "job completed");
+  }
+
+  /**
+   * The original's pipeline, for the benchmark: one lazy query over the queued jobs
+   * holds its read transaction open while each document is parsed, and the results are
+   * written inside it, so the lock is held across documents.
+   */
+  private async naiveLoop(): Promise<void> {
+    while (!this.stopping) {
+      let batch: Array<{ jobId: string; docId: string; filePath: string }>;
+      try {
+        batch = this.repo.naiveBeginBatch();
+      } catch (err) {
+        this.stats.aborted++;
+        this.safeEnd(false);
+        this.log.warn({ err }, "naive worker: job query failed");
+        await this.sleep(this.pollIntervalMs);
+        continue;
+      }
+      if (batch.length === 0) {
+        this.safeEnd(true);
+        this.signalIdle();
+        await this.sleep(this.pollIntervalMs);
+        continue;
+      }
+      try {
+        for (const job of batch) {
+          if (this.stopping) break;
+          let pages: string[] | null;
+          try {
+            pages = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
+          } catch (err) {
+            this.repo.failJob(job.jobId, "text", (err as Error).message);
+            this.stats.failed++;
+            continue;
+          }
+          if (pages === null) break;
+          this.repo.saveText(job.jobId, job.docId, pages);
+          this.repo.saveChunks(job.jobId, job.docId, chunkPages(pages));
+          this.stats.completed++;
+        }
+        this.repo.naiveEndBatch(true);
+      } catch (err) {
+        this.stats.aborted++;
+        this.safeEnd(false);
+        this.log.warn({ err, busy: isBusyError(err) }, "naive worker: pipeline attempt aborted");
+        await this.sleep(this.pollIntervalMs);
+      }
+    }
+    this.safeEnd(false);
+    this.signalIdle();
+  }
+
+  private safeEnd(commit: boolean): void {
+    try {
+      this.repo.naiveEndBatch(commit);
+    } catch (err) {
+      this.log.warn({ err }, "naive worker: could not end its transaction");
+    }
+  }
+}
