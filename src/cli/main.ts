@@ -1,0 +1,117 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { ImportError, messageOf } from "../errors.js";
+import { redact } from "../util/redact.js";
+import { VERSION } from "../version.js";
+import { ExitCode } from "./exit-codes.js";
+import { runImport, type CliIo, type ImportFlags } from "./commands/import.js";
+import { runStatus, type StatusFlags } from "./commands/status.js";
+
+function wholeNumber(name: string, min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} takes a whole number of at least ${min}`);
+    return n;
+  };
+}
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("--delay takes a number of seconds, 0 or more");
+  return n;
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** The one place errors become exit codes. */
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof ImportError) {
+    switch (error.code) {
+      case "USAGE":
+      case "CONFIG_INVALID":
+      case "CONFIG_MISSING":
+      case "CHECKPOINT_INVALID":
+        return ExitCode.Usage;
+      case "ZOTERO_AUTH":
+      case "REFSERVER_AUTH":
+        return ExitCode.Auth;
+      case "LOCK_BUSY":
+      case "REFSERVER_LOCKED":
+      case "REFSERVER_UNAVAILABLE":
+      case "NETWORK":
+        return ExitCode.Unavailable;
+      case "INTERRUPTED":
+        return ExitCode.Interrupted;
+      default:
+        return error.retriable ? ExitCode.Unavailable : ExitCode.SomeFailed;
+    }
+  }
+  return ExitCode.SomeFailed;
+}
+
+export function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
+  const program = new Command("import-from-zotero")
+    .description("Import the PDFs of a Zotero library into a RefServerLite server, resumably.")
+    .version(VERSION)
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride()
+    .enablePositionalOptions();
+
+  program
+    .option("-c, --config <path>", "config file (default: ./config.yml, then $XDG_CONFIG_HOME/import-from-zotero/config.yml)")
+    .option("-n, --limit <N>", "import at most N papers not yet done, then stop", wholeNumber("--limit", 1))
+    .option("--dry-run", "preview what would happen; download, upload and record nothing")
+    .option("--collection <key-or-name>", "only this collection and its subcollections (repeatable)", collect)
+    .option("--since <version>", "only Zotero items changed after this library version (default: the last complete run's)", wholeNumber("--since", 0))
+    .option("--batch-size <N>", "papers in flight at once (import_options.batch_size)", wholeNumber("--batch-size", 1))
+    .option("--delay <seconds>", "pause between batches (import_options.delay_seconds)", seconds)
+    .option("--checkpoint <path>", "checkpoint journal (default: $XDG_STATE_HOME/import-from-zotero/checkpoint.ndjson)")
+    .option("--retry-failed", "only retry the items that failed in earlier runs")
+    .option("--no-cache", "download every PDF afresh instead of reusing verified cached files")
+    .option("--json", "print the preview or the summary as JSON on stdout")
+    .addOption(new Option("-q, --quiet", "only warnings, failures and the summary").conflicts("verbose"))
+    .option("-v, --verbose", "one line per item and per retry")
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 all done, 1 some items failed, 2 usage or config error, 3 authentication,
+            75 server unavailable or another run holds the lock, 130 interrupted.
+Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
+    )
+    .action(async (opts: ImportFlags) => {
+      setExit(await runImport(opts, io));
+    });
+
+  program
+    .command("status")
+    .description("show what the checkpoint holds: counts per library and the last failures")
+    .option("-c, --config <path>", "config file (to find the checkpoint)")
+    .option("--checkpoint <path>", "checkpoint journal to read")
+    .option("--json", "print as JSON")
+    .action(async (opts: StatusFlags) => {
+      setExit(await runStatus(opts, io));
+    });
+
+  return program;
+}
+
+/** Run the CLI; resolves to the exit code. Never throws. */
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  let code: number = ExitCode.Ok;
+  const program = buildProgram(io, (c) => {
+    code = c;
+  });
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return code;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === "commander.helpDisplayed" || error.code === "commander.version" || error.code === "commander.help") return ExitCode.Ok;
+      return ExitCode.Usage;
+    }
+    const exit = exitCodeFor(error);
+    io.stderr.write(`${redact(`import-from-zotero: ${messageOf(error)}`)}\n`);
+    if (io.env.IMPORT_FROM_ZOTERO_DEBUG && error instanceof Error && error.stack) io.stderr.write(`${redact(error.stack)}\n`);
+    return exit;
+  }
+}

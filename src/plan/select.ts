@@ -1,0 +1,125 @@
+import type { Attachment, Collection, Item } from "../zotero/types.js";
+
+/** Why an item is not imported: stable codes for reports and scripts. */
+export type SkipReason =
+  | "note"
+  | "no_attachment"
+  | "linked_file"
+  | "linked_url"
+  | "not_pdf"
+  | "item_type_filtered"
+  | "excluded_tag"
+  | "file_missing";
+
+export const skipReasonText: Record<SkipReason, string> = {
+  note: "a note, nothing to import",
+  no_attachment: "no attachment",
+  linked_file: "PDF is a linked file (not in Zotero storage)",
+  linked_url: "only a linked URL",
+  not_pdf: "attachment is not a PDF",
+  item_type_filtered: "item type not in import_options.item_types",
+  excluded_tag: "has a tag in import_options.exclude_tags",
+  file_missing: "file not in Zotero storage",
+};
+
+export interface Candidate {
+  item: Item;
+  /** The first stored PDF: the one uploaded. */
+  attachment: Attachment;
+}
+
+export interface Skipped {
+  item: Item;
+  reason: SkipReason;
+}
+
+export interface SelectOptions {
+  itemTypes: string[];
+  excludeTags: string[];
+  /** Collection keys in scope (already expanded to subcollections); empty = whole library. */
+  collectionKeys: string[];
+}
+
+const STORED = new Set(["imported_file", "imported_url"]);
+
+export function isPdf(att: Attachment): boolean {
+  if (att.contentType) return att.contentType.toLowerCase() === "application/pdf";
+  return /\.pdf$/i.test(att.filename ?? "");
+}
+
+/** Pure: which attachment of an item would be uploaded, or why none. */
+export function pickAttachment(item: Item): Attachment | SkipReason {
+  if (item.itemType === "note") return "note";
+  if (item.attachments.length === 0) return "no_attachment";
+  const stored = item.attachments.find((a) => STORED.has(a.linkMode) && isPdf(a));
+  if (stored) return stored;
+  if (item.attachments.some((a) => a.linkMode === "linked_file" && isPdf(a))) return "linked_file";
+  if (item.attachments.every((a) => a.linkMode === "linked_url")) return "linked_url";
+  return "not_pdf";
+}
+
+/** Pure: items + options → importable candidates and skips with reasons, in library order. */
+export function selectItems(items: Item[], options: SelectOptions): { candidates: Candidate[]; skipped: Skipped[] } {
+  const types = new Set(options.itemTypes);
+  const excluded = new Set(options.excludeTags.map((t) => t.toLowerCase()));
+  const inCollections = new Set(options.collectionKeys);
+  const candidates: Candidate[] = [];
+  const skipped: Skipped[] = [];
+  for (const item of items) {
+    if (inCollections.size > 0 && !item.collections.some((c) => inCollections.has(c))) continue;
+    if (types.size > 0 && !types.has(item.itemType) && !(item.standalone && types.has("attachment"))) {
+      skipped.push({ item, reason: "item_type_filtered" });
+      continue;
+    }
+    if (excluded.size > 0 && item.tags.some((t) => excluded.has(t.toLowerCase()))) {
+      skipped.push({ item, reason: "excluded_tag" });
+      continue;
+    }
+    const pick = pickAttachment(item);
+    if (typeof pick === "string") skipped.push({ item, reason: pick });
+    else candidates.push({ item, attachment: pick });
+  }
+  return { candidates, skipped };
+}
+
+/**
+ * Pure: --collection / import_options.collections (keys or names, names case-insensitive,
+ * matching at any depth) → the keys in scope, subcollections included.
+ */
+export function resolveCollections(wanted: string[], collections: Collection[]): { keys: string[]; unknown: string[] } {
+  const byKey = new Map(collections.map((c) => [c.key, c]));
+  const children = new Map<string, string[]>();
+  for (const c of collections) {
+    if (c.parentKey) children.set(c.parentKey, [...(children.get(c.parentKey) ?? []), c.key]);
+  }
+  const roots: string[] = [];
+  const unknown: string[] = [];
+  for (const w of wanted) {
+    if (byKey.has(w)) {
+      roots.push(w);
+      continue;
+    }
+    const byName = collections.filter((c) => c.name.toLowerCase() === w.toLowerCase() || pathOf(c, byKey).toLowerCase() === w.toLowerCase());
+    if (byName.length === 0) unknown.push(w);
+    roots.push(...byName.map((c) => c.key));
+  }
+  const keys = new Set<string>();
+  const stack = [...roots];
+  while (stack.length > 0) {
+    const k = stack.pop()!;
+    if (keys.has(k)) continue;
+    keys.add(k);
+    stack.push(...(children.get(k) ?? []));
+  }
+  return { keys: [...keys], unknown };
+}
+
+function pathOf(c: Collection, byKey: Map<string, Collection>): string {
+  const parts = [c.name];
+  let parent = c.parentKey ? byKey.get(c.parentKey) : undefined;
+  for (let depth = 0; parent && depth < 50; depth++) {
+    parts.unshift(parent.name);
+    parent = parent.parentKey ? byKey.get(parent.parentKey) : undefined;
+  }
+  return parts.join("/");
+}

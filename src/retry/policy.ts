@@ -1,0 +1,52 @@
+import pRetry from "p-retry";
+import { ImportError } from "../errors.js";
+import type { Sleep } from "../util/time.js";
+
+/** How a request is retried: data, in one place (see config `retry:`). */
+export interface RetryPolicy {
+  retries: number;
+  minDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const defaultRetryPolicy: RetryPolicy = { retries: 8, minDelayMs: 1000, maxDelayMs: 60_000 };
+
+/**
+ * Exponential backoff with full jitter: a uniform wait in [0, min(max, min·2^n)].
+ * A server-requested wait (Retry-After) is a floor.
+ */
+export function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.minDelayMs * 2 ** Math.max(0, attempt - 1));
+  const jittered = Math.round(random() * ceiling);
+  if (retryAfterMs !== undefined) return Math.max(retryAfterMs, Math.min(jittered, policy.maxDelayMs));
+  return jittered;
+}
+
+export interface RetryHooks {
+  sleep: Sleep;
+  signal?: AbortSignal | undefined;
+  random?: () => number;
+  /** Called before each wait, with the failure that caused it. */
+  onRetry?: (info: { error: ImportError; attempt: number; delayMs: number }) => void;
+}
+
+/**
+ * Run `fn` until it succeeds, a failure is not retriable, or retries run out.
+ * p-retry drives the loop; the wait is ours (full jitter, Retry-After, injected sleep).
+ */
+export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, hooks: RetryHooks): Promise<T> {
+  return pRetry(fn, {
+    retries: policy.retries,
+    minTimeout: 0,
+    maxTimeout: 0,
+    factor: 1,
+    ...(hooks.signal ? { signal: hooks.signal } : {}),
+    shouldRetry: ({ error }) => error instanceof ImportError && error.retriable && !hooks.signal?.aborted,
+    onFailedAttempt: async ({ error, attemptNumber, retriesLeft }) => {
+      if (!(error instanceof ImportError) || !error.retriable || retriesLeft <= 0 || hooks.signal?.aborted) return;
+      const delayMs = backoffDelay(attemptNumber, policy, error.retryAfterMs, hooks.random);
+      hooks.onRetry?.({ error, attempt: attemptNumber, delayMs });
+      await hooks.sleep(delayMs, hooks.signal);
+    },
+  });
+}

@@ -1,0 +1,113 @@
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream, existsSync, mkdirSync, openSync, fsyncSync, closeSync, renameSync, rmSync, statSync, readSync } from "node:fs";
+import { join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
+import { ImportError } from "../errors.js";
+import { withRetry, type RetryPolicy } from "../retry/policy.js";
+import type { Sleep } from "../util/time.js";
+import type { Attachment, ZoteroSource } from "../zotero/types.js";
+
+export interface DownloadOptions {
+  source: ZoteroSource;
+  attachment: Attachment;
+  cacheDir: string;
+  useCache: boolean;
+  retry: RetryPolicy;
+  sleep: Sleep;
+  signal?: AbortSignal | undefined;
+  onBytes?: (bytes: number) => void;
+  onRetry?: (info: { error: ImportError; attempt: number; delayMs: number }) => void;
+}
+
+export interface Downloaded {
+  path: string;
+  size: number;
+  md5: string;
+  fromCache: boolean;
+}
+
+export function cachePathFor(cacheDir: string, attachment: Attachment): string {
+  return join(cacheDir, `${attachment.key}.pdf`);
+}
+
+export async function md5File(path: string): Promise<string> {
+  const hash = createHash("md5");
+  await pipeline(createReadStream(path), hash);
+  return hash.digest("hex");
+}
+
+function looksLikePdf(path: string): boolean {
+  const fd = openSync(path, "r");
+  try {
+    const head = Buffer.alloc(1024);
+    const n = readSync(fd, head, 0, head.length, 0);
+    return head.subarray(0, n).includes("%PDF-");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Stream an attachment to `<cache>/<key>.pdf.partial`, verify its MD5 against Zotero's,
+ * fsync, then rename: a file in the cache under its final name is always whole.
+ */
+export async function downloadAttachment(options: DownloadOptions): Promise<Downloaded> {
+  const { attachment, cacheDir } = options;
+  mkdirSync(cacheDir, { recursive: true });
+  const finalPath = cachePathFor(cacheDir, attachment);
+
+  if (options.useCache && existsSync(finalPath)) {
+    const md5 = await md5File(finalPath);
+    if (!attachment.md5 || md5 === attachment.md5) {
+      return { path: finalPath, size: statSync(finalPath).size, md5, fromCache: true };
+    }
+    rmSync(finalPath, { force: true });
+  }
+
+  const partial = `${finalPath}.partial`;
+  const result = await withRetry(
+    async () => {
+      const file = await options.source.openFile(attachment, options.signal);
+      const hash = createHash("md5");
+      let size = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          size += chunk.length;
+          options.onBytes?.(chunk.length);
+          done(null, chunk);
+        },
+      });
+      try {
+        await pipeline(Readable.fromWeb(file.body as NodeReadableStream<Uint8Array>), meter, createWriteStream(partial, { mode: 0o600 }), options.signal ? { signal: options.signal } : {});
+      } catch (error) {
+        rmSync(partial, { force: true });
+        if (options.signal?.aborted) throw new ImportError("INTERRUPTED", "download interrupted", { cause: error });
+        throw new ImportError("NETWORK", `download of ${attachment.key} broke off: ${(error as Error).message}`, { retriable: true, connection: true, cause: error });
+      }
+      const md5 = hash.digest("hex");
+      if (attachment.md5 && md5 !== attachment.md5) {
+        rmSync(partial, { force: true });
+        throw new ImportError("DOWNLOAD_MD5_MISMATCH", `downloaded file of ${attachment.key} has MD5 ${md5}, Zotero says ${attachment.md5}`, { retriable: true });
+      }
+      return { md5, size };
+    },
+    options.retry,
+    { sleep: options.sleep, signal: options.signal, ...(options.onRetry ? { onRetry: options.onRetry } : {}) },
+  );
+
+  const fd = openSync(partial, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (!looksLikePdf(partial)) {
+    rmSync(partial, { force: true });
+    throw new ImportError("ZOTERO_BAD_DATA", `the stored file of ${attachment.key} is not a PDF (no %PDF- header)`);
+  }
+  renameSync(partial, finalPath);
+  return { path: finalPath, size: result.size, md5: result.md5, fromCache: false };
+}

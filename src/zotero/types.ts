@@ -1,0 +1,102 @@
+/**
+ * The normalised Zotero model every source produces. No transport fields:
+ * the planner and pipeline never see HTTP or SQLite details.
+ */
+export interface LibraryRef {
+  type: "user" | "group";
+  id: string;
+}
+
+export interface Creator {
+  creatorType: string;
+  firstName?: string;
+  lastName?: string;
+  /** Single-field names (institutions). */
+  name?: string;
+}
+
+export type LinkMode = "imported_file" | "imported_url" | "linked_file" | "linked_url" | "embedded_image" | (string & {});
+
+export interface Attachment {
+  key: string;
+  version: number;
+  /** The parent item, or null for a standalone (top-level) attachment. */
+  parentKey: string | null;
+  title: string;
+  linkMode: LinkMode;
+  contentType: string | null;
+  filename: string | null;
+  md5: string | null;
+  /** Size when known (the Web API does not tell it before download). */
+  size: number | null;
+}
+
+export interface Item {
+  key: string;
+  version: number;
+  itemType: string;
+  title: string;
+  creators: Creator[];
+  date: string;
+  year: number | null;
+  doi: string | null;
+  collections: string[];
+  tags: string[];
+  /** Children attachments, in the order Zotero lists them. A standalone PDF lists itself. */
+  attachments: Attachment[];
+  /** True for a top-level attachment item (a PDF dragged into Zotero without a parent). */
+  standalone: boolean;
+}
+
+export interface Collection {
+  key: string;
+  name: string;
+  parentKey: string | null;
+}
+
+export interface Listing {
+  library: LibraryRef;
+  /** The library version the listing reflects (Last-Modified-Version). */
+  libraryVersion: number;
+  items: Item[];
+  collections: Collection[];
+  /** Items the source dropped as unreadable, with why. */
+  invalid: { key: string; reason: string }[];
+  /** API requests the listing took (for the politeness figures). */
+  requests: number;
+}
+
+export interface ListOptions {
+  /** Only items modified after this library version. */
+  since?: number | undefined;
+  /** Item keys to include whatever their version (unfinished from earlier runs). */
+  alsoKeys?: string[] | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface FileBody {
+  /** The PDF bytes as a stream; never buffered whole. */
+  body: ReadableStream<Uint8Array>;
+  size: number | null;
+}
+
+/** What every Zotero source implements. */
+export interface ZoteroSource {
+  readonly library: LibraryRef;
+  list(options: ListOptions): Promise<Listing>;
+  /** Open an attachment's stored file for reading. Throws ZOTERO_FILE_MISSING when absent. */
+  openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody>;
+}
+
+export function creatorName(c: Creator): string {
+  if (c.name) return c.name.trim();
+  return [c.firstName, c.lastName].filter((p) => p && p.trim()).join(" ").trim();
+}
+
+export function yearOf(date: string | undefined | null): number | null {
+  if (!date) return null;
+  const m = /(?:^|\D)(\d{4})(?:\D|$)/.exec(date);
+  if (!m) return null;
+  const y = Number(m[1]);
+  return y >= 1000 && y <= 2999 ? y : null;
+}

@@ -1,0 +1,232 @@
+import pLimit, { type LimitFunction } from "p-limit";
+import type { Dispatcher } from "undici";
+import { ImportError } from "../errors.js";
+import { classifyNetworkError } from "../retry/classify.js";
+import { withRetry, type RetryPolicy } from "../retry/policy.js";
+import { parseRetryAfter, realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
+import { normaliseListing, type RawZoteroObject } from "./normalise.js";
+import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
+
+export interface WebApiOptions {
+  baseUrl: string;
+  library: LibraryRef;
+  apiKey: string;
+  dispatcher?: Dispatcher | undefined;
+  retry: RetryPolicy;
+  /** Most requests in flight to Zotero at once (Zotero asks clients to be polite). */
+  maxConcurrent?: number;
+  sleep?: Sleep;
+  clock?: Clock;
+  onWait?: (info: { reason: string; delayMs: number }) => void;
+}
+
+const PAGE = 100;
+/** Zotero caps itemKey= at 50 keys a request. */
+const KEYS_PER_REQUEST = 50;
+
+/** Zotero Web API v3 client: paging, since, Backoff / Retry-After, bounded concurrency. */
+export class ZoteroWebApi implements ZoteroSource {
+  readonly library: LibraryRef;
+  private readonly base: string;
+  private readonly limit: LimitFunction;
+  private readonly sleep: Sleep;
+  private readonly clock: Clock;
+  /** Shared gate: no request starts before this time (set by Backoff and Retry-After). */
+  private notBefore = 0;
+  requests = 0;
+
+  constructor(private readonly options: WebApiOptions) {
+    this.library = options.library;
+    this.base = `${options.baseUrl.replace(/\/+$/, "")}/${options.library.type === "group" ? "groups" : "users"}/${options.library.id}`;
+    this.limit = pLimit(options.maxConcurrent ?? 4);
+    this.sleep = options.sleep ?? realSleep;
+    this.clock = options.clock ?? realClock;
+  }
+
+  private libraryLabel(): string {
+    return `${this.library.type} library ${this.library.id}`;
+  }
+
+  private async waitForGate(signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const wait = this.notBefore - this.clock();
+      if (wait <= 0) return;
+      await this.sleep(wait, signal);
+    }
+  }
+
+  private pushGate(ms: number, reason: string): void {
+    const until = this.clock() + ms;
+    if (until > this.notBefore) {
+      this.notBefore = until;
+      this.options.onWait?.({ reason, delayMs: ms });
+    }
+  }
+
+  /** One API request with retries, under the concurrency limit and the shared gate. */
+  private async request(url: string, what: string, signal?: AbortSignal, redirect: "follow" | "manual" = "follow", withKey = true): Promise<Response> {
+    return withRetry(
+      () =>
+        this.limit(async () => {
+          await this.waitForGate(signal);
+          this.requests++;
+          let response: Response;
+          try {
+            const init: RequestInit = {
+              headers: withKey ? { "Zotero-API-Version": "3", "Zotero-API-Key": this.options.apiKey } : {},
+              redirect,
+              ...(signal ? { signal } : {}),
+              // undici 7's Agent drives Node 20's bundled fetch; only their type packages differ.
+              ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher as unknown as RequestInit["dispatcher"] } : {}),
+            };
+            response = await fetch(url, init);
+          } catch (error) {
+            throw classifyNetworkError(error, `Zotero ${what}`);
+          }
+          const backoff = parseRetryAfter(response.headers.get("backoff"), this.clock());
+          if (backoff) this.pushGate(backoff, "Zotero asked to back off");
+          if (response.ok || (redirect === "manual" && response.status >= 300 && response.status < 400)) return response;
+          await response.body?.cancel().catch(() => undefined);
+          throw this.httpError(response, what);
+        }),
+      this.options.retry,
+      { sleep: this.sleep, signal },
+    );
+  }
+
+  private httpError(response: Response, what: string): ImportError {
+    const status = response.status;
+    if (status === 403 || status === 401) {
+      return new ImportError(
+        "ZOTERO_AUTH",
+        `Zotero refused the API key (${status}) for ${this.libraryLabel()}: check zotero.api_key (or ZOTERO_API_KEY) has read access to it, and zotero.library_id/library_type`,
+        { status },
+      );
+    }
+    if (status === 404) return new ImportError("ZOTERO_NOT_FOUND", `Zotero ${what}: not found (404)`, { status });
+    const retryAfter = parseRetryAfter(response.headers.get("retry-after"), this.clock());
+    if (status === 429 || status === 503) {
+      const wait = retryAfter ?? 5000;
+      this.pushGate(wait, `Zotero answered ${status}`);
+      return new ImportError("ZOTERO_HTTP", `Zotero ${what}: ${status}, retrying after ${Math.round(wait / 1000)} s`, { status, retriable: true, retryAfterMs: 0 });
+    }
+    if (status >= 500) return new ImportError("ZOTERO_HTTP", `Zotero ${what}: server error ${status}`, { status, retriable: true });
+    return new ImportError("ZOTERO_HTTP", `Zotero ${what}: unexpected answer ${status}`, { status });
+  }
+
+  /** Every page of a listing, following Link rel="next" (or Total-Results). */
+  private async fetchAll(path: string, query: Record<string, string>, signal?: AbortSignal): Promise<{ objects: RawZoteroObject[]; version: number }> {
+    const params = new URLSearchParams({ format: "json", limit: String(PAGE), ...query });
+    let url: string | null = `${this.base}${path}?${params}`;
+    const objects: RawZoteroObject[] = [];
+    let version = 0;
+    let start = 0;
+    while (url) {
+      const response = await this.request(url, `listing ${path}`, signal);
+      const body: unknown = await response.json().catch(() => {
+        throw new ImportError("ZOTERO_BAD_DATA", `Zotero listing ${path}: the answer is not JSON: check zotero.api_url points at the Zotero API`);
+      });
+      if (!Array.isArray(body)) throw new ImportError("ZOTERO_BAD_DATA", `Zotero listing ${path}: expected a JSON array: check zotero.api_url`);
+      objects.push(...(body as RawZoteroObject[]));
+      version = Math.max(version, Number(response.headers.get("last-modified-version") ?? 0) || 0);
+      const next = nextLink(response.headers.get("link"));
+      if (next) {
+        url = next;
+      } else {
+        start += body.length;
+        const total = Number(response.headers.get("total-results"));
+        if (Number.isFinite(total) && start < total && body.length > 0) {
+          params.set("start", String(start));
+          url = `${this.base}${path}?${params}`;
+        } else {
+          url = null;
+        }
+      }
+    }
+    return { objects, version };
+  }
+
+  async listCollections(signal?: AbortSignal): Promise<Collection[]> {
+    const { objects } = await this.fetchAll("/collections", {}, signal);
+    return objects
+      .filter((o) => o && typeof o === "object" && o.data && typeof o.data.key === "string")
+      .map((o) => ({
+        key: String(o.data!.key),
+        name: typeof o.data!.name === "string" ? o.data!.name : "",
+        parentKey: typeof o.data!.parentCollection === "string" ? o.data!.parentCollection : null,
+      }));
+  }
+
+  async list(options: ListOptions = {}): Promise<Listing> {
+    const before = this.requests;
+    const since = options.since;
+    const all = await this.fetchAll("/items", since !== undefined ? { since: String(since) } : {}, options.signal);
+    let objects = all.objects;
+    let version = all.version;
+    if (since !== undefined) {
+      // Incremental: bring in parents of changed attachments, children of changed parents
+      // are already there when they changed; plus the unfinished keys of earlier runs.
+      const have = new Set(objects.map((o) => o?.data?.key ?? o?.key));
+      const wanted = new Set<string>();
+      for (const o of objects) {
+        const parent = o?.data?.parentItem;
+        if (typeof parent === "string" && !have.has(parent)) wanted.add(parent);
+      }
+      for (const k of options.alsoKeys ?? []) if (!have.has(k)) wanted.add(k);
+      const keys = [...wanted];
+      for (let i = 0; i < keys.length; i += KEYS_PER_REQUEST) {
+        const chunk = keys.slice(i, i + KEYS_PER_REQUEST);
+        const extra = await this.fetchAll("/items", { itemKey: chunk.join(",") }, options.signal);
+        objects = objects.concat(extra.objects);
+        version = Math.max(version, extra.version);
+        for (const o of extra.objects) {
+          const parent = o?.data?.parentItem;
+          if (typeof parent === "string" && !have.has(parent) && !wanted.has(parent)) {
+            // An unfinished attachment whose parent we do not have yet.
+            const p = await this.fetchAll("/items", { itemKey: parent }, options.signal);
+            objects = objects.concat(p.objects);
+            wanted.add(parent);
+          }
+        }
+      }
+    }
+    const listing = normaliseListing(objects, this.library, version);
+    return { ...listing, collections: [], requests: this.requests - before };
+  }
+
+  async openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody> {
+    const url = `${this.base}/items/${encodeURIComponent(attachment.key)}/file`;
+    let response: Response;
+    try {
+      response = await this.request(url, `file of ${attachment.key}`, signal, "manual");
+    } catch (error) {
+      if (error instanceof ImportError && error.code === "ZOTERO_NOT_FOUND") {
+        throw new ImportError("ZOTERO_FILE_MISSING", "file not in Zotero storage (404): it was never synced to zotero.org (WebDAV or file sync off)", { status: 404 });
+      }
+      throw error;
+    }
+    let hops = 0;
+    while (response.status >= 300 && response.status < 400) {
+      const location = response.headers.get("location");
+      await response.body?.cancel().catch(() => undefined);
+      if (!location || ++hops > 5) throw new ImportError("ZOTERO_HTTP", `Zotero file of ${attachment.key}: a redirect without a usable Location`);
+      const target = new URL(location, url).toString();
+      // The storage host gets no API key: only Zotero's own API sees it.
+      const sameOrigin = new URL(target).origin === new URL(this.options.baseUrl).origin && new URL(target).pathname.startsWith(new URL(this.base).pathname);
+      response = await this.request(target, `file of ${attachment.key}`, signal, "manual", sameOrigin);
+    }
+    if (!response.body) throw new ImportError("ZOTERO_BAD_DATA", `Zotero file of ${attachment.key}: empty answer`);
+    const length = Number(response.headers.get("content-length"));
+    return { body: response.body as ReadableStream<Uint8Array>, size: Number.isFinite(length) && length >= 0 ? length : null };
+  }
+}
+
+/** Pure: the URL of rel="next" in a Link header, if any. */
+export function nextLink(header: string | null): string | null {
+  if (!header) return null;
+  for (const part of header.split(",")) {
+    const m = /<([^>]+)>\s*;\s*rel="?next"?/i.exec(part.trim());
+    if (m) return m[1]!;
+  }
+  return null;
+}
