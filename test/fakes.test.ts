@@ -200,6 +200,31 @@ describe("FakeZotero", () => {
   });
 });
 
+describe("FakeZotero extras", () => {
+  it("separate storage origin, truncated downloads, revoked keys, /keys/current", async () => {
+    const { zot, lib, base, headers } = await startZotero(makeLibrary({ items: 1 }), { storage: "separate" });
+    const att = lib.items[1];
+    if (!att) throw new Error("no attachment");
+    const loc = (await fetch(`${base}/items/${att.key}/file`, { headers, redirect: "manual" })).headers.get("location") ?? "";
+    expect(new URL(loc).origin).not.toBe(zot.url);
+    // Following a cross-origin redirect: fetch drops Authorization but keeps the custom Zotero-API-Key header.
+    await (await fetch(`${base}/items/${att.key}/file`, { headers })).arrayBuffer();
+    expect(zot.storageKeyLeaks.map((l) => l.apiKeyHeader)).toEqual([lib.apiKey]);
+    await (await fetch(`${base}/items/${att.key}/file`, { headers: { Authorization: `Bearer ${lib.apiKey}` } })).arrayBuffer();
+    expect(zot.storageKeyLeaks).toHaveLength(1);
+
+    zot.corruptFile(att.key, 1, "truncate");
+    const loc2 = (await fetch(`${base}/items/${att.key}/file`, { headers, redirect: "manual" })).headers.get("location") ?? "";
+    await expect(fetch(loc2).then((r) => r.arrayBuffer())).rejects.toThrow();
+    expect(zot.downloadsByKey.get(att.key)).toBe(3);
+
+    const me = (await (await fetch(`${zot.url}/keys/current`, { headers })).json()) as { userID: number };
+    expect(me.userID).toBe(lib.libraryId);
+    zot.revokeApiKey();
+    expect((await fetch(`${base}/items`, { headers })).status).toBe(403);
+  });
+});
+
 describe("FakeRefServer", () => {
   it("logs in, uploads, records multipart fields, answers 409 for a known key", async () => {
     const { rs, url } = await startRef({ supportsLinks: true });
@@ -304,6 +329,15 @@ describe("FakeRefServer", () => {
     expect(u.status).toBe(503);
     expect(u.headers.get("retry-after")).toBe("7");
     expect((await post("BIGG2345")).status).toBe(200);
+
+    rs.resetMidBody({ keys: ["KRST2345"] });
+    await expect(post("KRST2345")).rejects.toThrow();
+    expect(rs.uploadsPerKey.get("KRST2345")).toBe(1);
+    expect((await post("KRST2345")).status).toBe(200);
+
+    rs.stall(20, { keys: ["STLL2345"] });
+    expect((await post("STLL2345")).status).toBe(200);
+    expect(rs.uploads.at(-1)?.fault).toBe("stall");
 
     await Promise.all(["CNC22345", "CNC32345", "CNC42345"].map((k) => post(k).then((r) => r.arrayBuffer())));
     expect(rs.peakConcurrentUploads).toBeGreaterThanOrEqual(1);

@@ -698,11 +698,16 @@ export class FakeZotero {
   readonly storageKeyLeaks: ZoteroSecretRecord[] = [];
   /** Completed storage downloads per attachment key (including corrupted ones). */
   readonly downloadsByKey = new Map<string, number>();
+  /** Requests in flight (API + storage). */
   inFlight = 0;
   peakInFlight = 0;
+  /** Storage downloads in flight (subset of inFlight). */
+  storageInFlight = 0;
+  peakStorageInFlight = 0;
 
   private readonly opts: Required<Pick<FakeZoteroOptions, "maxLimit" | "defaultLimit" | "storage" | "storageRejectsAuth">>;
-  private readonly apiKeys: Set<string>;
+  private readonly extraApiKeys: Set<string>;
+  private readonly revokedKeys = new Set<string>();
   private server: Server | undefined;
   private storageServer: Server | undefined;
   private baseUrl = "";
@@ -723,7 +728,7 @@ export class FakeZotero {
       storage: opts.storage ?? "same",
       storageRejectsAuth: opts.storageRejectsAuth ?? false,
     };
-    this.apiKeys = new Set([opts.library.apiKey, ...(opts.extraApiKeys ?? [])]);
+    this.extraApiKeys = new Set(opts.extraApiKeys ?? []);
     this.counters = Object.fromEntries(ZOTERO_ROUTES.map((r) => [r, 0])) as Record<ZoteroRoute, number>;
   }
 
@@ -770,7 +775,21 @@ export class FakeZotero {
     this.storageServer = undefined;
   }
 
+  private keyValid(k: string | undefined): boolean {
+    if (!k || this.revokedKeys.has(k)) return false;
+    return k === this.library.apiKey || this.extraApiKeys.has(k);
+  }
+
   // ---- fault injection ----------------------------------------------------
+
+  /** From now on the key (default: the library key) answers 403 Forbidden (revoked mid-run). */
+  revokeApiKey(key: string = this.library.apiKey): void {
+    this.revokedKeys.add(key);
+  }
+
+  restoreApiKey(key: string = this.library.apiKey): void {
+    this.revokedKeys.delete(key);
+  }
 
   /** Generic rule: the next `count` matching requests get `action`. Returns a rule id. */
   addFault(action: ZoteroFaultAction, opts: { count?: number; match?: ZoteroMatcher; label?: string } = {}): number {
@@ -853,6 +872,7 @@ export class FakeZotero {
     this.downloadsByKey.clear();
     for (const r of ZOTERO_ROUTES) this.counters[r] = 0;
     this.peakInFlight = this.inFlight;
+    this.peakStorageInFlight = this.storageInFlight;
   }
 
   // ---- request handling -----------------------------------------------------
@@ -875,7 +895,7 @@ export class FakeZotero {
       [/^\/items\/trash\/?$/, "items/trash"],
       [new RegExp(`^/items/${K}/?$`), "item"],
       [new RegExp(`^/items/${K}/children/?$`), "item/children"],
-      [new RegExp(`^/items/${K}/file/?$`), "item/file"],
+      [new RegExp(`^/items/${K}/file(?:/view)?/?$`), "item/file"],
       [/^\/collections\/?$/, "collections"],
       [/^\/collections\/top\/?$/, "collections/top"],
       [new RegExp(`^/collections/${K}/?$`), "collection"],
@@ -909,7 +929,15 @@ export class FakeZotero {
         this.inFlight--;
       }
     };
-    res.on("close", finish);
+    const isStorage = req.url?.startsWith("/_storage/") ?? false;
+    if (isStorage) {
+      this.storageInFlight++;
+      this.peakStorageInFlight = Math.max(this.peakStorageInFlight, this.storageInFlight);
+    }
+    res.on("close", () => {
+      if (!done && isStorage) this.storageInFlight--;
+      finish();
+    });
     try {
       await this.route(req, res, listener);
     } catch (err) {
@@ -1003,14 +1031,14 @@ export class FakeZotero {
     if (cls.route === "keys") {
       const which = path.slice("/keys/".length);
       const k = which === "current" ? presented : which;
-      if (!k || !this.apiKeys.has(k)) {
+      if (!this.keyValid(k)) {
         this.send(res, 403, "Forbidden", extraHeaders);
         return;
       }
-      this.sendJson(res, 200, this.keyInfo(k), extraHeaders);
+      this.sendJson(res, 200, this.keyInfo(k ?? ""), extraHeaders);
       return;
     }
-    if (!presented || !this.apiKeys.has(presented)) {
+    if (!this.keyValid(presented)) {
       this.send(res, 403, "Forbidden", extraHeaders);
       return;
     }
