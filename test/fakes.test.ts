@@ -343,4 +343,22 @@ describe("FakeRefServer", () => {
     expect(rs.peakConcurrentUploads).toBeGreaterThanOrEqual(1);
     expect(rs.duplicateKeys()).toEqual([]);
   });
+
+  it("reproduces the select-then-insert race: concurrent uploads of one key -> one 200, one 500 UNIQUE + orphan", async () => {
+    const { rs, url } = await startRef();
+    rs.barrierBeforeInsert(2);
+    const token = await loginToRefServer(url, "admin", "pw");
+    const body = makePdf({ title: "race" });
+    const send = () =>
+      fetch(`${url}/api/v1/papers/upload_with_metadata`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}` },
+        body: uploadForm({ title: "race", authors: "[]", zotero_key: "RACE2345", zotero_library_id: "1" }, { name: "r.pdf", body }),
+      }).then((r) => r.status);
+    const statuses = (await Promise.all([send(), send()])).sort();
+    expect(statuses).toEqual([200, 500]);
+    expect(rs.commitsPerKey.get("RACE2345")).toBe(1);
+    expect(rs.allPapers.filter((p) => p.orphan)).toHaveLength(1);
+    expect(rs.peakConcurrentUploads).toBe(2);
+  });
 });

@@ -178,6 +178,7 @@ export class FakeRefServer {
   private ruleSeq = 0;
   private seq = 0;
   private readonly secret = "fake-refserver-secret";
+  private barrier: { size: number; waiting: Array<() => void> } | undefined;
 
   constructor(opts: FakeRefServerOptions = {}) {
     this.options = {
@@ -254,6 +255,15 @@ export class FakeRefServer {
   /** 500 "database is locked" for the next n logins with valid credentials. */
   lockNextLogins(n: number): number {
     return this.addFault({ kind: "status", status: 500, body: LOCKED }, { count: n, route: "login", stage: "write", label: "locked" });
+  }
+
+  /**
+   * Deterministic race: the next `size` uploads that pass the duplicate check wait
+   * there until all `size` have arrived, then all proceed to insert (so concurrent
+   * uploads of one key both pass the "select" and the later one fails on UNIQUE).
+   */
+  barrierBeforeInsert(size: number): void {
+    this.barrier = { size, waiting: [] };
   }
 
   /** Every token issued so far becomes invalid (next request: 401); a new login works. */
@@ -710,6 +720,16 @@ export class FakeRefServer {
       return;
     }
     if (this.options.delayMs > 0) await sleep(this.options.delayMs, this.timers);
+    const barrier = this.barrier;
+    if (barrier) {
+      await new Promise<void>((resolve) => {
+        barrier.waiting.push(resolve);
+        if (barrier.waiting.length >= barrier.size) {
+          if (this.barrier === barrier) this.barrier = undefined;
+          for (const r of barrier.waiting) r();
+        }
+      });
+    }
 
     // "insert": a concurrent upload may have won the race since the select.
     const meta = {
