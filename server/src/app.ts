@@ -178,6 +178,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(adminRoutes, routeOptions);
     await app.register(zoteroRoutes, routeOptions);
 
+    // While closing, answer in-flight requests with `Connection: close` so keep-alive
+    // sockets do not hold the shutdown open until their timeout.
+    let closing = false;
+    app.addHook("preClose", async () => {
+      closing = true;
+    });
+    app.addHook("onSend", async (_request, reply, payload) => {
+      if (closing) reply.header("connection", "close");
+      return payload;
+    });
+
     app.addHook("onReady", async () => {
       worker?.start();
     });
