@@ -56,7 +56,7 @@ export function loadConfig(
 
   let raw: unknown;
   try {
-    raw = parse(text, { prettyErrors: false }) ?? {};
+    raw = parse(text) ?? {};
   } catch (error) {
     if (error instanceof YAMLParseError) {
       const where = error.linePos?.[0] ? ` at line ${error.linePos[0].line}, column ${error.linePos[0].col}` : "";

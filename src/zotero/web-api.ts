@@ -86,7 +86,7 @@ export class ZoteroWebApi implements ZoteroSource {
           const backoff = parseRetryAfter(response.headers.get("backoff"), this.clock());
           if (backoff) this.pushGate(backoff, "Zotero asked to back off");
           if (response.ok || (redirect === "manual" && response.status >= 300 && response.status < 400)) return response;
-          await response.body?.cancel().catch(() => undefined);
+          await response.text().catch(() => "");
           throw this.httpError(response, what);
         }),
       this.options.retry,
@@ -120,7 +120,6 @@ export class ZoteroWebApi implements ZoteroSource {
     let url: string | null = `${this.base}${path}?${params}`;
     const objects: RawZoteroObject[] = [];
     let version = 0;
-    let start = 0;
     while (url) {
       const response = await this.request(url, `listing ${path}`, signal);
       const body: unknown = await response.json().catch(() => {
@@ -133,7 +132,8 @@ export class ZoteroWebApi implements ZoteroSource {
       if (next) {
         url = next;
       } else {
-        start += body.length;
+        // No Link header (some proxies drop it): page on by Total-Results.
+        const start = Number(new URL(url).searchParams.get("start") ?? 0) + body.length;
         const total = Number(response.headers.get("total-results"));
         if (Number.isFinite(total) && start < total && body.length > 0) {
           params.set("start", String(start));
@@ -208,7 +208,7 @@ export class ZoteroWebApi implements ZoteroSource {
     let hops = 0;
     while (response.status >= 300 && response.status < 400) {
       const location = response.headers.get("location");
-      await response.body?.cancel().catch(() => undefined);
+      void response.body?.cancel().catch(() => undefined);
       if (!location || ++hops > 5) throw new ImportError("ZOTERO_HTTP", `Zotero file of ${attachment.key}: a redirect without a usable Location`);
       const target = new URL(location, url).toString();
       // The storage host gets no API key: only Zotero's own API sees it.
