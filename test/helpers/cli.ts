@@ -1,0 +1,113 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const BIN = join(ROOT, "bin", "import-from-zotero.js");
+
+export interface Sandbox {
+  dir: string;
+  configPath: string;
+  checkpoint: string;
+  env: NodeJS.ProcessEnv;
+  stateDir: string;
+  cacheDir: string;
+}
+
+export interface SandboxOptions {
+  zoteroUrl: string;
+  libraryId: string;
+  libraryType?: "user" | "group";
+  apiKey: string;
+  refserverUrl: string;
+  username?: string;
+  password?: string;
+  batchSize?: number;
+  delaySeconds?: number;
+  retries?: number;
+  timeoutSeconds?: number;
+  extra?: string;
+}
+
+/** A temp home for one CLI run: config file, XDG dirs, no inherited secrets. */
+export function makeSandbox(o: SandboxOptions): Sandbox {
+  const dir = mkdtempSync(join(tmpdir(), "ifz-cli-"));
+  const stateDir = join(dir, "state");
+  const cacheDir = join(dir, "cache");
+  mkdirSync(stateDir, { recursive: true });
+  const configPath = join(dir, "config.yml");
+  writeFileSync(
+    configPath,
+    [
+      "zotero:",
+      `  library_id: "${o.libraryId}"`,
+      `  library_type: ${o.libraryType ?? "user"}`,
+      `  api_key: "${o.apiKey}"`,
+      `  api_url: "${o.zoteroUrl}"`,
+      "refserver:",
+      `  api_url: "${o.refserverUrl}"`,
+      `  username: "${o.username ?? "admin"}"`,
+      `  password: "${o.password ?? "admin123"}"`,
+      `  timeout_seconds: ${o.timeoutSeconds ?? 10}`,
+      "import_options:",
+      `  batch_size: ${o.batchSize ?? 4}`,
+      `  delay_seconds: ${o.delaySeconds ?? 0}`,
+      "retry:",
+      `  retries: ${o.retries ?? 8}`,
+      "  min_delay_seconds: 0.01",
+      "  max_delay_seconds: 0.05",
+      o.extra ?? "",
+    ].join("\n"),
+    { mode: 0o600 },
+  );
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    XDG_STATE_HOME: stateDir,
+    XDG_CACHE_HOME: cacheDir,
+    XDG_CONFIG_HOME: join(dir, "config-home"),
+    NODE_OPTIONS: "",
+  };
+  return { dir, configPath, checkpoint: join(stateDir, "import-from-zotero", "checkpoint.ndjson"), env, stateDir, cacheDir };
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunningCli {
+  child: ChildProcess;
+  done: Promise<CliResult>;
+  output(): { stdout: string; stderr: string };
+}
+
+/** Start the real CLI process (never spawnSync: the fakes live in this process). */
+export function startCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}): RunningCli {
+  const child = spawn(process.execPath, [BIN, "--config", sandbox.configPath, ...args], { cwd: sandbox.dir, env: { ...sandbox.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<CliResult>((resolvePromise) => {
+    child.on("close", (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
+  });
+  return { child, done, output: () => ({ stdout, stderr }) };
+}
+
+export function runCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return startCli(args, sandbox, env).done;
+}
+
+/** Poll a condition (state of a fake) without fixed sleeps. */
+export async function waitFor(condition: () => boolean, timeoutMs = 20_000, what = "condition"): Promise<void> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
