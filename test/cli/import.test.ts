@@ -36,6 +36,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     // 500 objects (parents + attachments) at 100 a page: 5 listing requests, not one per item.
     expect(world.zotero.listingRequestCount(), world.zotero.log.filter((l) => l.route !== "item/file" && l.route !== "storage").map((l) => `${l.route}?${l.rawQuery}`).join(" ")).toBe(5);
     expect(world.zotero.peakInFlight).toBeLessThanOrEqual(4);
+    expect(world.zotero.storageKeyLeaks).toHaveLength(0);
     expect(r.stdout).toMatch(/Imported 250, already on the server 0/);
   });
 
