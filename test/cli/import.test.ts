@@ -12,7 +12,12 @@ afterEach(async () => {
 });
 
 /** Parent key, attachment key and PDF bytes of every stored PDF in the fake library. */
-function pairs(w: World): { parentKey: string; attachmentKey: string; body: Buffer }[] {
+interface Pair {
+  parentKey: string;
+  attachmentKey: string;
+  body: Buffer;
+}
+function pairs(w: World): Pair[] {
   return w.library.pdfPairs().map((p) => ({ parentKey: p.parent?.key ?? p.attachment.key, attachmentKey: p.attachment.key, body: p.body }));
 }
 
@@ -47,7 +52,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     const upload = world.refserver.uploads.find((u) => u.outcome === 200)!;
     expect(upload.fieldNames.at(-1)).toBe("file");
     expect(upload.fieldNames.slice(0, -1)).toEqual(expect.arrayContaining(["title", "authors", "zotero_key", "zotero_library_id", "zotero_version"]));
-    const [{ parentKey }] = pairs(world);
+    const { parentKey } = pairs(world)[0]!;
     expect(upload.fields.zotero_key).toBe(parentKey);
     expect(upload.fields.zotero_library_id).toBe(String(world.library.libraryId));
     expect(JSON.parse(upload.fields.authors!)).toBeInstanceOf(Array);
@@ -63,7 +68,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(preview.items.find((i) => i.title === "Bare item")).toMatchObject({ action: "skip", reason: "no attachment" });
     expect(world.refserver.uploads).toHaveLength(0);
     expect(world.refserver.loginCalls).toBe(0);
-    expect(world.zotero.requestsTo("file")).toHaveLength(0);
+    expect(world.zotero.requestsTo("item/file")).toHaveLength(0);
     expect(existsSync(world.sandbox.checkpoint)).toBe(false);
     expect(existsSync(world.sandbox.cacheDir)).toBe(false);
     expect(existsSync(join(world.sandbox.stateDir, "import-from-zotero", "reports"))).toBe(false);
@@ -78,8 +83,8 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
       library: { items: 0 },
       build: (lib) => {
         for (let i = 0; i < 4; i++) lib.addItemWithoutAttachment({ title: `No PDF ${i}` });
-        lib.addNote();
-        lib.addLinkedFile();
+        lib.addNote(undefined);
+        lib.addLinkedFile(undefined);
         for (let i = 0; i < 8; i++) lib.addParentWithPdf();
       },
     });
@@ -114,7 +119,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
 
   it("treats 409 as already imported, with the server's doc_id in the journal", async () => {
     world = await makeWorld({ library: { items: 3 } });
-    const [{ parentKey }] = pairs(world);
+    const { parentKey } = pairs(world)[0]!;
     const seeded = world.refserver.seedPaper({ zoteroKey: parentKey, libraryId: String(world.library.libraryId) });
     const r = await runCli([], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
@@ -155,7 +160,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
 
   it("records a 422 as a permanent failure with the server's message, exits 1, and retries it next run", async () => {
     world = await makeWorld({ library: { items: 3 } });
-    const [{ parentKey }] = pairs(world);
+    const { parentKey } = pairs(world)[0]!;
     world.refserver.failKeys([parentKey], 422, { times: 1 });
     const first = await runCli([], world.sandbox);
     expect(first.code).toBe(1);
@@ -180,7 +185,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
 
   it("re-downloads a file whose MD5 does not match Zotero's", async () => {
     world = await makeWorld({ library: { items: 1 } });
-    const [{ attachmentKey, parentKey, body }] = pairs(world);
+    const { attachmentKey, parentKey, body } = pairs(world)[0]!;
     world.zotero.corruptFile(attachmentKey, 2, "flip");
     const r = await runCli([], world.sandbox);
     expect(r.code, r.stderr).toBe(0);

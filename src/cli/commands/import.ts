@@ -21,7 +21,7 @@ import { runPipeline, type PipelineResult } from "../../transfer/pipeline.js";
 import { cacheDir as defaultCacheDir, stateDir } from "../../util/paths.js";
 import { redact } from "../../util/redact.js";
 import { realSleep, type Sleep } from "../../util/time.js";
-import { ZoteroWebApi } from "../../zotero/web-api.js";
+import { makeSource } from "../../zotero/factory.js";
 import { ExitCode } from "../exit-codes.js";
 import { formatPreview, formatSummary, previewRows, summarise, type RunSummary } from "../summary.js";
 
@@ -110,20 +110,19 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
   const zoteroAgent = makeAgent({ timeoutSeconds: 60, connections: 4 });
   const serverAgent = makeAgent({ timeoutSeconds: config.refserver.timeout_seconds, connections: Math.max(4, config.import_options.batch_size) });
   let journal: Journal | null = null;
+  let closeSource: () => unknown = () => undefined;
   try {
     const read = readJournal(journalPath);
     if (read.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${read.badLines} unreadable line(s)` });
     const state: JournalState = reduceJournal(read.records, scope);
 
-    const source = new ZoteroWebApi({
-      baseUrl: config.zotero.api_url,
-      library,
-      apiKey: config.zotero.api_key,
+    const source = makeSource(config, {
       dispatcher: zoteroAgent,
       retry,
       sleep,
       onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
     });
+    closeSource = () => source.close?.();
 
     // Incremental by default: the library version of the last complete run of this selection.
     let collectionKeys: string[] = [];
@@ -244,7 +243,7 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
     renderer.finish();
     journal?.close();
     release();
-    await Promise.allSettled([zoteroAgent.close(), serverAgent.close()]);
+    await Promise.allSettled([Promise.resolve().then(closeSource), zoteroAgent.close(), serverAgent.close()]);
   }
 }
 

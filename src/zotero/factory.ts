@@ -1,0 +1,40 @@
+import type { Dispatcher } from "undici";
+import type { Config } from "../config/schema.js";
+import type { RetryPolicy } from "../retry/policy.js";
+import type { Clock, Sleep } from "../util/time.js";
+import type { Collection, ZoteroSource } from "./types.js";
+import { ZoteroWebApi } from "./web-api.js";
+
+export interface SourceDeps {
+  dispatcher: Dispatcher;
+  retry: RetryPolicy;
+  sleep: Sleep;
+  clock?: Clock;
+  onWait?: (info: { reason: string; delayMs: number }) => void;
+}
+
+/** A source that can also list collections (for --collection) and count its requests. */
+export interface ConfiguredSource extends ZoteroSource {
+  listCollections(signal?: AbortSignal): Promise<Collection[]>;
+  /** Requests made so far (0 for sources that make none). */
+  readonly requests: number;
+  /** Release files, snapshots, connections. */
+  close?(): Promise<void> | void;
+}
+
+/** The one place that turns `zotero.source` into a ZoteroSource. */
+export function makeSource(config: Config, deps: SourceDeps): ConfiguredSource {
+  switch (config.zotero.source) {
+    case "web":
+      return new ZoteroWebApi({
+        baseUrl: config.zotero.api_url,
+        library: { type: config.zotero.library_type, id: config.zotero.library_id },
+        apiKey: config.zotero.api_key,
+        dispatcher: deps.dispatcher,
+        retry: deps.retry,
+        sleep: deps.sleep,
+        ...(deps.clock ? { clock: deps.clock } : {}),
+        ...(deps.onWait ? { onWait: deps.onWait } : {}),
+      });
+  }
+}
