@@ -169,15 +169,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     });
     app.setNotFoundHandler((_request, reply) => reply.code(404).send({ detail: "Not Found" }));
 
-    const routeOptions = { ctx };
-    await app.register(healthRoutes, routeOptions);
-    await app.register(authRoutes, routeOptions);
-    await app.register(uploadRoutes, routeOptions);
-    await app.register(jobRoutes, routeOptions);
-    await app.register(documentRoutes, routeOptions);
-    await app.register(adminRoutes, routeOptions);
-    await app.register(zoteroRoutes, routeOptions);
-
     // While closing, answer in-flight requests with `Connection: close` so keep-alive
     // sockets do not hold the shutdown open until their timeout.
     let closing = false;
@@ -188,6 +179,15 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       if (closing) reply.header("connection", "close");
       return payload;
     });
+
+    const routeOptions = { ctx };
+    await app.register(healthRoutes, routeOptions);
+    await app.register(authRoutes, routeOptions);
+    await app.register(uploadRoutes, routeOptions);
+    await app.register(jobRoutes, routeOptions);
+    await app.register(documentRoutes, routeOptions);
+    await app.register(adminRoutes, routeOptions);
+    await app.register(zoteroRoutes, routeOptions);
 
     app.addHook("onReady", async () => {
       worker?.start();

@@ -107,8 +107,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     // Request logs go to stderr so stdout keeps only the lines meant for scripts.
     logger: { level, stream: process.stderr },
   });
-  process.stdout.write(`refserver-lite listening on ${server.url}\n`);
-
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
@@ -129,4 +127,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  // Printed only once the signal handlers are in place, so a script may signal right away.
+  process.stdout.write(`refserver-lite listening on ${server.url}\n`);
 }
