@@ -61,6 +61,7 @@ export const configSchema = z.object({
       collections: stringList("collections"),
       exclude_tags: stringList("exclude_tags"),
       item_types: stringList("item_types"),
+      adaptive_pacing: z.boolean({ error: "expected adaptive_pacing: true or false" }).default(true),
     })
     .prefault({}),
   retry: z

@@ -5,6 +5,7 @@ import { USER_AGENT } from "../http/agent.js";
 import { classifyNetworkError, classifyRefServerAnswer, detailOf, type UploadVerdict } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
+import type { AnswerKind, Pacer } from "../retry/pacer.js";
 import { registerSecret } from "../util/redact.js";
 
 export interface RefServerOptions {
@@ -15,8 +16,20 @@ export interface RefServerOptions {
   retry: RetryPolicy;
   sleep: Sleep;
   onRetry?: (info: { what: string; error: ImportError; attempt: number; delayMs: number }) => void;
-  /** Told of every answer (status) and connection failure: the pacer listens. */
-  onAnswer?: (info: { status: number | null; locked: boolean }) => void;
+  /** Shared pacing of uploads and login: adaptive in-flight limit, Retry-After gate, breaker. */
+  pacer?: Pacer;
+}
+
+/** How an attempt went, for the pacer. */
+function answerKind(outcome: UploadVerdict | ImportError): AnswerKind {
+  if (outcome instanceof ImportError) {
+    if (outcome.connection) return "unreachable";
+    if (outcome.code === "REFSERVER_LOCKED" || outcome.status === 429 || outcome.status === 503) return "congested";
+    return "other";
+  }
+  if (outcome.kind === "imported" || outcome.kind === "already") return "clean";
+  if (outcome.kind === "error") return answerKind(outcome.error);
+  return "other";
 }
 
 /** What goes with the PDF: the multipart fields of upload_with_metadata. */
@@ -60,7 +73,36 @@ export class RefServerClient {
   /** Log in, retrying "database is locked" (login writes last_login on the real server). */
   async login(signal?: AbortSignal): Promise<string> {
     this.loginInFlight ??= withRetry(
-      async () => {
+      () => this.paced(signal, () => this.loginOnce(signal)),
+      this.options.retry,
+      { sleep: this.options.sleep, signal, consumesRetry: (e) => !this.options.pacer || !e.connection, onRetry: (i) => this.options.onRetry?.({ what: "login", ...i }) },
+    )
+      .then((token) => {
+        this.token = token;
+        return token;
+      })
+      .finally(() => {
+        this.loginInFlight = null;
+      });
+    return this.loginInFlight;
+  }
+
+  /** Run one attempt in a pacer slot, telling the pacer how it went. */
+  private async paced<T>(signal: AbortSignal | undefined, attempt: () => Promise<T>, kindOf: (value: T) => AnswerKind = () => "clean"): Promise<T> {
+    const slot = await this.options.pacer?.acquire(signal);
+    try {
+      const value = await attempt();
+      const answered = value as { kind?: string; error?: ImportError };
+      slot?.release(kindOf(value), answered.kind === "error" ? answered.error?.retryAfterMs : undefined);
+      return value;
+    } catch (error) {
+      const e = error instanceof ImportError ? error : undefined;
+      slot?.release(e ? answerKind(e) : "other", e?.retryAfterMs);
+      throw error;
+    }
+  }
+
+  private async loginOnce(signal?: AbortSignal): Promise<string> {
         let res: Dispatcher.ResponseData;
         try {
           res = await request(this.url("/api/v1/auth/login"), {
@@ -71,11 +113,9 @@ export class RefServerClient {
             ...(signal ? { signal } : {}),
           });
         } catch (error) {
-          this.options.onAnswer?.({ status: null, locked: false });
           throw classifyNetworkError(error, `login to ${this.options.baseUrl}`);
         }
         const text = await res.body.text();
-        this.options.onAnswer?.({ status: res.statusCode, locked: /database is locked/i.test(text) });
         if (res.statusCode === 401 || res.statusCode === 403) {
           throw new ImportError(
             "REFSERVER_AUTH",
@@ -91,18 +131,6 @@ export class RefServerClient {
         }
         registerSecret(body.access_token);
         return body.access_token;
-      },
-      this.options.retry,
-      { sleep: this.options.sleep, signal, onRetry: (i) => this.options.onRetry?.({ what: "login", ...i }) },
-    )
-      .then((token) => {
-        this.token = token;
-        return token;
-      })
-      .finally(() => {
-        this.loginInFlight = null;
-      });
-    return this.loginInFlight;
   }
 
   /** A fresh token unless another worker already renewed the one that failed. */
@@ -122,11 +150,15 @@ export class RefServerClient {
   async upload(meta: UploadMetadata, filePath: string, filename: string, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<UploadOutcome> {
     return withRetry(
       async () => {
-        let verdict = await this.uploadOnce(meta, filePath, filename, await this.bearer(signal), signal);
+        const attempt = async (): Promise<UploadVerdict> => {
+          const token = await this.bearer(signal);
+          return this.paced(signal, () => this.uploadOnce(meta, filePath, filename, token, signal), answerKind);
+        };
+        let verdict = await attempt();
         if (verdict.kind === "reauth") {
           const stale = this.token;
           await this.renew(stale, signal);
-          verdict = await this.uploadOnce(meta, filePath, filename, await this.bearer(signal), signal);
+          verdict = await attempt();
           if (verdict.kind === "reauth") {
             throw new ImportError("REFSERVER_AUTH", "RefServer answered 401 right after a fresh login: check the RefServer user is an admin and its clock", { status: 401 });
           }
@@ -135,7 +167,12 @@ export class RefServerClient {
         return verdict;
       },
       this.options.retry,
-      { sleep: this.options.sleep, signal, onRetry: (i) => (onRetry ?? this.options.onRetry)?.({ what: `upload ${meta.zoteroKey}`, ...i }) },
+      {
+        sleep: this.options.sleep,
+        signal,
+        consumesRetry: (e) => !this.options.pacer || !e.connection,
+        onRetry: (i) => (onRetry ?? this.options.onRetry)?.({ what: `upload ${meta.zoteroKey}`, ...i }),
+      },
     );
   }
 
@@ -167,19 +204,15 @@ export class RefServerClient {
         ...(signal ? { signal } : {}),
       });
     } catch (error) {
-      this.options.onAnswer?.({ status: null, locked: false });
       throw classifyNetworkError(error, `upload of ${meta.zoteroKey}`);
     }
     let text: string;
     try {
       text = await res.body.text();
     } catch (error) {
-      this.options.onAnswer?.({ status: null, locked: false });
       throw classifyNetworkError(error, `upload of ${meta.zoteroKey}`);
     }
-    const verdict = classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
-    this.options.onAnswer?.({ status: res.statusCode, locked: verdict.kind === "error" && verdict.error.code === "REFSERVER_LOCKED" });
-    return verdict;
+    return classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
   }
 
   /**

@@ -26,6 +26,8 @@ export interface RetryHooks {
   sleep: Sleep;
   signal?: AbortSignal | undefined;
   random?: () => number;
+  /** False for failures that should not use up a retry (connection failures, which the pacer's breaker bounds by time). */
+  consumesRetry?: (error: ImportError) => boolean;
   /** Called before each wait, with the failure that caused it. */
   onRetry?: (info: { error: ImportError; attempt: number; delayMs: number }) => void;
 }
@@ -42,6 +44,7 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: 
     factor: 1,
     ...(hooks.signal ? { signal: hooks.signal } : {}),
     shouldRetry: ({ error }) => error instanceof ImportError && error.retriable && !hooks.signal?.aborted,
+    shouldConsumeRetry: ({ error }) => !(error instanceof ImportError) || (hooks.consumesRetry?.(error) ?? true),
     onFailedAttempt: async ({ error, attemptNumber, retriesLeft }) => {
       if (!(error instanceof ImportError) || !error.retriable || retriesLeft <= 0 || hooks.signal?.aborted) return;
       const delayMs = backoffDelay(attemptNumber, policy, error.retryAfterMs, hooks.random);

@@ -153,7 +153,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       record(c, { status: "failed", code: error.code, error: error.message, permanent });
       o.emit({ type: "item-failed", key: c.item.key, title, code: error.code, message: error.message, permanent });
       if (error.code === "REFSERVER_AUTH" || error.code === "ZOTERO_AUTH") stopAll("auth", error);
-      else if (error.connection && error.retriable) stopAll("server-unavailable", error);
+      else if (error.connection) stopAll("server-unavailable", error);
       return { candidate: c, outcome: "failed", code: error.code, message: error.message, permanent };
     }
   };

@@ -28,6 +28,7 @@ export interface SandboxOptions {
   delaySeconds?: number;
   retries?: number;
   timeoutSeconds?: number;
+  giveUpAfterSeconds?: number;
   extra?: string;
 }
 
@@ -58,6 +59,7 @@ export function makeSandbox(o: SandboxOptions): Sandbox {
       `  retries: ${o.retries ?? 8}`,
       "  min_delay_seconds: 0.01",
       "  max_delay_seconds: 0.05",
+      `  give_up_after_seconds: ${o.giveUpAfterSeconds ?? 30}`,
       o.extra ?? "",
     ].join("\n"),
     { mode: 0o600 },

@@ -16,6 +16,7 @@ import type { Emit } from "../../progress/events.js";
 import { LineRenderer } from "../../progress/lines.js";
 import { SilentRenderer, type Renderer, type Verbosity } from "../../progress/renderer.js";
 import { RefServerClient } from "../../refserver/client.js";
+import { Pacer } from "../../retry/pacer.js";
 import type { RetryPolicy } from "../../retry/policy.js";
 import { runPipeline, type PipelineResult } from "../../transfer/pipeline.js";
 import { cacheDir as defaultCacheDir, stateDir } from "../../util/paths.js";
@@ -156,9 +157,18 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
     });
 
     let client: RefServerClient | null = null;
+    let pacer: Pacer | null = null;
     let known: Map<string, { key: string; docId: string | null; version: number | null }> | null = null;
     if (!flags.dryRun) {
+      pacer = new Pacer({
+        ceiling: config.import_options.batch_size,
+        adaptive: config.import_options.adaptive_pacing,
+        giveUpAfterMs: Math.round(config.retry.give_up_after_seconds * 1000),
+        sleep,
+        onChange: ({ limit: inFlight, reason }) => emit({ type: "log", level: "debug", message: `pacing: ${inFlight} upload${inFlight === 1 ? "" : "s"} in flight (${reason})` }),
+      });
       client = new RefServerClient({
+        pacer,
         baseUrl: config.refserver.api_url,
         username: config.refserver.username,
         password: config.refserver.password,
@@ -231,7 +241,7 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
     if (complete) journal.append({ t: "sync", ts: now(), run: runId, scope, filter, version: listing.libraryVersion });
     journal.append({ t: "run", ts: now(), run: runId, scope, event: "end", exitCode: exit });
 
-    const reportPath = writeReport(config, io, { runId, scope, library, since: since ?? null, libraryVersion: listing.libraryVersion, exitCode: exit, summary, checkpoint: journalPath, stoppedBy: result.stoppedBy, fatal: result.fatal?.message ?? null });
+    const reportPath = writeReport(config, io, { runId, scope, library, since: since ?? null, libraryVersion: listing.libraryVersion, exitCode: exit, summary, checkpoint: journalPath, stoppedBy: result.stoppedBy, fatal: result.fatal?.message ?? null, pacing: pacer ? { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight } : null });
     if (flags.json) {
       io.stdout.write(`${redact(JSON.stringify({ exitCode: exit, report: reportPath, checkpoint: journalPath, ...summary }, null, 2))}\n`);
     } else {
@@ -258,6 +268,7 @@ interface ReportBody {
   checkpoint: string;
   stoppedBy: string | null;
   fatal: string | null;
+  pacing: { ceiling: number; adaptive: boolean; finalLimit: number; decreases: number; peakInFlight: number } | null;
 }
 
 /** One JSON report per run, next to the checkpoint's state directory. */
