@@ -90,6 +90,7 @@ export class BarRenderer implements Renderer {
     if (this.finished) return;
     this.finished = true;
     this.items?.update(this.payload());
+    this.multi.update(); // flush buffered log lines before the final frame
     this.multi.stop();
   }
 }

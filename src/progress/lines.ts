@@ -35,7 +35,7 @@ export class LineRenderer implements Renderer {
         if (v === "verbose") this.line(`start ${e.key} "${truncate(e.title, 60)}"`);
         break;
       case "retry":
-        if (v !== "quiet") this.line(`retry ${e.what}${e.key ? ` ${e.key}` : ""} in ${formatDuration(e.delayMs)} (attempt ${e.attempt}): ${e.message}`);
+        if (v !== "quiet") this.line(`retry ${e.what}${e.key && !e.what.includes(e.key) ? ` ${e.key}` : ""} in ${formatDuration(e.delayMs)} (attempt ${e.attempt}): ${e.message}`);
         break;
       case "item-done":
         if (v !== "quiet") {

@@ -209,4 +209,33 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     }
     expect(JSON.parse(reports[0]!)).toMatchObject({ exitCode: 0, summary: { imported: 2 } });
   });
+
+  it("imports a standalone PDF under its own key and an untitled item under its attachment's title", async () => {
+    world = await makeWorld({
+      library: { items: 0 },
+      build: (lib) => {
+        lib.addStandalonePdf({ title: "Loose scan.pdf" });
+        lib.addParentWithPdf({ title: "", attachment: { title: "Attachment title" } });
+      },
+    });
+    const r = await runCli([], world.sandbox);
+    expect(r.code, r.stderr).toBe(0);
+    const standalone = world.library.items.find((i) => i.data.itemType === "attachment" && !i.data.parentItem)!;
+    expect(world.refserver.papers.get(standalone.key)?.title).toBe("Loose scan.pdf");
+    expect([...world.refserver.papers.values()].map((p) => p.title)).toContain("Attachment title");
+  });
+
+  it("reuses a verified cached PDF on the next run, and --no-cache downloads afresh", async () => {
+    world = await makeWorld({ library: { items: 1 } });
+    const { parentKey, attachmentKey } = pairs(world)[0]!;
+    world.refserver.failKeys([parentKey], 422, { times: 2 });
+    expect((await runCli([], world.sandbox)).code).toBe(1);
+    expect(world.zotero.downloadsByKey.get(attachmentKey)).toBe(1);
+    expect((await runCli([], world.sandbox)).code).toBe(1);
+    expect(world.zotero.downloadsByKey.get(attachmentKey)).toBe(1); // served from the cache
+    const fresh = await runCli(["--no-cache"], world.sandbox);
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(world.zotero.downloadsByKey.get(attachmentKey)).toBe(2);
+    expect(world.refserver.papers.has(parentKey)).toBe(true);
+  });
 });
