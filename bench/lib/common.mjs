@@ -1,0 +1,266 @@
+// Shared plumbing for the benchmarks: real processes (importer, refserver-lite), config
+// sandboxes, peak-RSS polling, tables, and appending results to BENCHMARKS.md.
+// Everything binds to 127.0.0.1; every wait is bounded.
+import { spawn, execSync } from "node:child_process";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir, totalmem, cpus } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const IMPORTER_BIN = join(ROOT, "bin", "import-from-zotero.js");
+export const SERVER_BIN = join(ROOT, "server", "bin", "refserver-lite.js");
+export const BENCHMARKS_MD = join(ROOT, "BENCHMARKS.md");
+export const ADMIN = { user: "bench", password: "bench-password-1" };
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function tempDir(prefix) {
+  return mkdtempSync(join(process.env.BENCH_TMP ?? tmpdir(), `ifz-bench-${prefix}-`));
+}
+
+export function rmrf(path) {
+  try {
+    rmSync(path, { recursive: true, force: true });
+  } catch {
+    /* best effort */
+  }
+}
+
+/** Peak resident set (VmHWM) of a live process, in bytes; null once it is gone. */
+export function vmHWM(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, "utf8");
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(s);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Poll VmHWM every `everyMs` until stopped; VmHWM is itself a high-water mark, so the last read wins. */
+export function pollPeakRss(pid, everyMs = 20) {
+  let peak = 0;
+  let samples = 0;
+  const t = setInterval(() => {
+    const v = vmHWM(pid);
+    if (v !== null) {
+      samples++;
+      if (v > peak) peak = v;
+    }
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(t);
+      return { peak, samples };
+    },
+    get peak() {
+      return peak;
+    },
+  };
+}
+
+export function machine() {
+  const mem = `${(totalmem() / 2 ** 30).toFixed(1)} GiB`;
+  let memLine = mem;
+  try {
+    memLine = execSync("free -h | sed -n 2p", { encoding: "utf8" }).trim().replace(/\s+/g, " ");
+  } catch {
+    /* keep os.totalmem */
+  }
+  return {
+    date: execSync("date -u", { encoding: "utf8" }).trim(),
+    nproc: execSync("nproc", { encoding: "utf8" }).trim(),
+    cpu: cpus()[0]?.model ?? "unknown",
+    mem,
+    memLine,
+    node: process.version,
+    platform: `${process.platform} ${execSync("uname -r", { encoding: "utf8" }).trim()}`,
+  };
+}
+
+export function fmt(n, digits = 2) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "–";
+  return Number(n).toFixed(digits);
+}
+
+export function mb(bytes, digits = 1) {
+  return fmt(bytes / 2 ** 20, digits);
+}
+
+/** A GitHub-style markdown table. `align`: "l" | "r" per column. */
+export function table(headers, rows, align = headers.map((_, i) => (i === 0 ? "l" : "r"))) {
+  const head = `| ${headers.join(" | ")} |`;
+  const sep = `|${align.map((a) => (a === "r" ? "---:" : "---")).join("|")}|`;
+  const body = rows.map((r) => `| ${r.map((c) => String(c)).join(" | ")} |`);
+  return [head, sep, ...body].join("\n");
+}
+
+/** Print a section and append it to BENCHMARKS.md under "## import-from-zotero" style headings. */
+export function report({ title, command, m, text }) {
+  const block = [
+    `### ${title} (${m.date})`,
+    "",
+    `Command: \`${command}\``,
+    `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem} (free: ${m.memLine}), Node ${m.node}, ${m.platform}`,
+    "",
+    text.trim(),
+    "",
+    "",
+  ].join("\n");
+  process.stdout.write(`\n${block}`);
+  if (process.env.BENCH_NO_WRITE === "1") return;
+  appendFileSync(BENCHMARKS_MD, `\n${block}`);
+}
+
+// ---------------------------------------------------------------------------
+// refserver-lite as a real process
+// ---------------------------------------------------------------------------
+
+export async function startRefServer({ dataDir, worker = false, extra = [], timeoutMs = 30_000 } = {}) {
+  mkdirSync(dataDir, { recursive: true });
+  const args = [SERVER_BIN, "--data", dataDir, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn", ...(worker ? [] : ["--no-worker"]), ...extra];
+  const child = spawn(process.execPath, args, {
+    env: { PATH: process.env.PATH, HOME: dataDir, REFSERVER_ADMIN_USER: ADMIN.user, REFSERVER_ADMIN_PASSWORD: ADMIN.password },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (d) => {
+    err += d;
+    if (err.length > 200_000) err = err.slice(-100_000);
+  });
+  const exited = new Promise((r) => child.on("exit", (code, signal) => r({ code, signal })));
+  const url = await new Promise((resolveUrl, reject) => {
+    const t = setTimeout(() => reject(new Error(`refserver-lite did not print its listening line in ${timeoutMs} ms: ${err.slice(-2000)}`)), timeoutMs);
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = /^refserver-lite listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolveUrl(m[1]);
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(t);
+      reject(new Error(`refserver-lite exited ${code} before listening: ${err.slice(-2000)}`));
+    });
+  });
+  return {
+    url,
+    child,
+    pid: child.pid,
+    stderr: () => err,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+export async function serverLogin(url) {
+  const res = await fetch(`${url}/api/v1/auth/login`, { method: "POST", body: new URLSearchParams({ username: ADMIN.user, password: ADMIN.password }) });
+  if (res.status !== 200) throw new Error(`login ${res.status}: ${await res.text()}`);
+  return (await res.json()).access_token;
+}
+
+/** The Zotero links the server holds for a library (companion endpoint). */
+export async function serverLinks(url, libraryId) {
+  const token = await serverLogin(url);
+  const res = await fetch(`${url}/api/v1/zotero/links?library_id=${libraryId}`, { headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`links ${res.status}`);
+  return (await res.json()).links;
+}
+
+// ---------------------------------------------------------------------------
+// The importer as a real process
+// ---------------------------------------------------------------------------
+
+/**
+ * A temp home for one importer run: config.yml (the importer's real retry defaults unless
+ * overridden), XDG dirs. `importOptions` / `retry` are merged into the YAML.
+ */
+export function makeSandbox({ zoteroUrl, libraryId, apiKey, refserverUrl, importOptions = {}, retry = {}, timeoutSeconds = 120 }) {
+  const dir = tempDir("home");
+  const stateDir = join(dir, "state");
+  const cacheDir = join(dir, "cache");
+  mkdirSync(stateDir, { recursive: true });
+  const yamlValue = (v) => (typeof v === "string" ? JSON.stringify(v) : String(v));
+  const lines = [
+    "zotero:",
+    `  library_id: "${libraryId}"`,
+    "  library_type: user",
+    `  api_key: "${apiKey}"`,
+    `  api_url: "${zoteroUrl}"`,
+    "refserver:",
+    `  api_url: "${refserverUrl}"`,
+    `  username: "${ADMIN.user}"`,
+    `  password: "${ADMIN.password}"`,
+    `  timeout_seconds: ${timeoutSeconds}`,
+    "import_options:",
+    ...Object.entries({ batch_size: 4, delay_seconds: 0, ...importOptions }).map(([k, v]) => `  ${k}: ${yamlValue(v)}`),
+  ];
+  if (Object.keys(retry).length > 0) lines.push("retry:", ...Object.entries(retry).map(([k, v]) => `  ${k}: ${yamlValue(v)}`));
+  const configPath = join(dir, "config.yml");
+  writeFileSync(configPath, lines.join("\n") + "\n", { mode: 0o600 });
+  const env = {
+    PATH: process.env.PATH,
+    HOME: dir,
+    XDG_STATE_HOME: stateDir,
+    XDG_CACHE_HOME: cacheDir,
+    XDG_CONFIG_HOME: join(dir, "config-home"),
+    NODE_OPTIONS: "",
+  };
+  return { dir, configPath, env, checkpoint: join(stateDir, "import-from-zotero", "checkpoint.ndjson"), cacheDir };
+}
+
+/**
+ * Spawn the importer; resolves when it exits. Tracks peak RSS (VmHWM) of the importer process.
+ * Bounded by `timeoutMs` (then SIGKILL, reported as timedOut).
+ */
+export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 20, onSpawn } = {}) {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [IMPORTER_BIN, "--config", sandbox.configPath, ...args], {
+    cwd: sandbox.dir,
+    env: sandbox.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  onSpawn?.(child, t0);
+  const rss = pollPeakRss(child.pid, pollMs);
+  let stdout = "";
+  let stderr = "";
+  const cap = (s) => (s.length > 2_000_000 ? s.slice(-1_000_000) : s);
+  child.stdout.on("data", (d) => (stdout = cap(stdout + d)));
+  child.stderr.on("data", (d) => (stderr = cap(stderr + d)));
+  let timedOut = false;
+  const killer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, timeoutMs);
+  return new Promise((resolveRun) => {
+    // Read VmHWM one last time right before the process is reaped is not possible from here;
+    // the poll every pollMs catches the plateau (VmHWM never decreases).
+    child.on("close", (code, signal) => {
+      clearTimeout(killer);
+      const { peak, samples } = rss.stop();
+      resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, stdout, stderr, pid: child.pid, t0 });
+    });
+  });
+}
+
+/** Synthetic journal lines in the importer's format (src/journal/records.ts). */
+export function itemRecord({ ts, run, scope, key, att, version, status, title, docId, via, bytes }) {
+  const r = { t: "item", ts, run, scope, key, att, version, status, title };
+  if (docId !== undefined) r.docId = docId;
+  if (via !== undefined) r.via = via;
+  if (bytes !== undefined) r.bytes = bytes;
+  return JSON.stringify(r);
+}
+
+export function argValue(args, name, fallback) {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
+}
