@@ -1,4 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { resolve } from "node:path";
+import { ZOTERO_DIR_ENV } from "../config/load.js";
 import { ImportError, messageOf } from "../errors.js";
 import { redact } from "../util/redact.js";
 import { VERSION } from "../version.js";
@@ -66,6 +68,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .option("--batch-size <N>", "papers in flight at once (import_options.batch_size)", wholeNumber("--batch-size", 1))
     .option("--delay <seconds>", "pause between batches (import_options.delay_seconds)", seconds)
     .option("--checkpoint <path>", "checkpoint journal (default: $XDG_STATE_HOME/import-from-zotero/checkpoint.ndjson)")
+    .option("--zotero-dir <path>", "read the Zotero desktop's data directory (zotero.sqlite, storage/) instead of the Web API; sets zotero.source: local")
     .option("--retry-failed", "only retry the items that failed in earlier runs")
     .option("--no-cache", "download every PDF afresh instead of reusing verified cached files")
     .option("--json", "print the preview or the summary as JSON on stdout")
@@ -78,8 +81,11 @@ Exit codes: 0 all done, 1 some items failed, 2 usage or config error, 3 authenti
             75 server unavailable or another run holds the lock, 130 interrupted.
 Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     )
-    .action(async (opts: ImportFlags) => {
-      setExit(await runImport(opts, io));
+    .action(async (opts: ImportFlags & { zoteroDir?: string }) => {
+      const { zoteroDir, ...flags } = opts;
+      // --zotero-dir reaches loadConfig as an override (see ZOTERO_DIR_ENV).
+      const withDir: CliIo = zoteroDir ? { ...io, env: { ...io.env, [ZOTERO_DIR_ENV]: resolve(io.cwd, zoteroDir) } } : io;
+      setExit(await runImport(flags, withDir));
     });
 
   program

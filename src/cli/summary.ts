@@ -106,19 +106,25 @@ export function previewRows(plan: Plan): PreviewRow[] {
   return rows;
 }
 
-export function formatPreview(rows: PreviewRow[], width: number): string {
-  const titleWidth = Math.max(20, Math.min(60, width - 80));
-  const header = ["ACTION", "KEY", "TITLE", "AUTHORS", "YEAR", "PDF", "SIZE"];
-  const table = rows.map((r) => [
-    r.action === "skip" ? `skip: ${r.reason}` : r.action === "already done" ? `done (${r.reason})` : r.action,
+export function formatPreview(rows: PreviewRow[], width: number, showLater = false): string {
+  const later = rows.filter((r) => r.action === "later (--limit)").length;
+  const shown = showLater ? rows : rows.filter((r) => r.action !== "later (--limit)");
+  const hasSize = shown.some((r) => r.size !== null);
+  const titleWidth = Math.max(20, Math.min(60, width - 100));
+  const header = ["ACTION", "KEY", "YEAR", "TITLE", "AUTHORS", "PDF", ...(hasSize ? ["SIZE"] : []), "NOTE"];
+  const table = shown.map((r) => [
+    r.action === "already done" ? "done" : r.action === "later (--limit)" ? "later" : r.action,
     r.key,
+    r.year === null ? "" : String(r.year),
     truncate(r.title || "(untitled)", titleWidth),
     truncate(r.authors, 28),
-    r.year === null ? "" : String(r.year),
     truncate(r.pdf ?? "", 30),
-    r.size === null ? "" : formatBytes(r.size),
+    ...(hasSize ? [r.size === null ? "" : formatBytes(r.size)] : []),
+    r.reason ?? (r.action === "later (--limit)" ? "beyond --limit" : ""),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
   const fmt = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
-  return [fmt(header), ...table.map(fmt)].join("\n");
+  const lines = [fmt(header), ...table.map(fmt)];
+  if (!showLater && later > 0) lines.push(`… and ${later} more to import in later runs (beyond --limit; --verbose lists them)`);
+  return lines.join("\n");
 }

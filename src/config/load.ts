@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse, YAMLParseError } from "yaml";
 import { ImportError } from "../errors.js";
@@ -15,7 +16,15 @@ export interface LoadedConfig {
 export interface ConfigOverrides {
   batchSize?: number | undefined;
   delaySeconds?: number | undefined;
+  /** --zotero-dir: read this Zotero data directory (sets zotero.source: local and zotero.data_dir). */
+  zoteroDir?: string | undefined;
 }
+
+/**
+ * How the CLI hands --zotero-dir to loadConfig when a command does not pass `zoteroDir`
+ * itself (an internal variable, not a user setting).
+ */
+export const ZOTERO_DIR_ENV = "IMPORT_FROM_ZOTERO_ZOTERO_DIR";
 
 /** Where we look when --config is not given, first match wins. */
 export function defaultConfigPaths(cwd: string, env: NodeJS.ProcessEnv): string[] {
@@ -68,7 +77,7 @@ export function loadConfig(
     throw new ImportError("CONFIG_INVALID", `${path}: expected sections zotero:, refserver: (see config.example.yml)`);
   }
 
-  const merged = applyOverrides(raw as Record<string, unknown>, overrides, env);
+  const merged = applyOverrides(raw as Record<string, unknown>, overrides, env, cwd);
   const { config, problems } = validateConfig(merged);
   if (!config) {
     const first = problems[0]!;
@@ -97,7 +106,7 @@ function section(raw: Record<string, unknown>, name: string): Record<string, unk
   return typeof value === "object" && value !== null && !Array.isArray(value) ? { ...(value as Record<string, unknown>) } : value === undefined || value === null ? {} : (value as Record<string, unknown>);
 }
 
-function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv): Record<string, unknown> {
+function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, cwd: string): Record<string, unknown> {
   const zotero = section(raw, "zotero");
   const refserver = section(raw, "refserver");
   const importOptions = section(raw, "import_options");
@@ -106,6 +115,16 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
   if (env.REFSERVER_PASSWORD) refserver.password = env.REFSERVER_PASSWORD;
   if (overrides.batchSize !== undefined) importOptions.batch_size = overrides.batchSize;
   if (overrides.delaySeconds !== undefined) importOptions.delay_seconds = overrides.delaySeconds;
+  const zoteroDir = overrides.zoteroDir ?? (env[ZOTERO_DIR_ENV] || undefined);
+  if (zoteroDir !== undefined) {
+    zotero.source = "local";
+    zotero.data_dir = zoteroDir;
+  }
+  // A data directory is a path on this computer: ~ is the home directory, relative is from here.
+  if (typeof zotero.data_dir === "string" && zotero.data_dir.trim() !== "") {
+    const dir = zotero.data_dir.trim();
+    zotero.data_dir = dir === "~" || dir.startsWith("~/") ? join(env.HOME || homedir(), dir.slice(2)) : resolve(cwd, dir);
+  }
   return { ...raw, zotero, refserver, import_options: importOptions };
 }
 

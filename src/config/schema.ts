@@ -31,20 +31,49 @@ const positiveInt = (what: string, max: number) =>
 const seconds = (what: string) =>
   z.coerce.number({ error: `expected ${what} as a number of seconds` }).min(0, `expected ${what} of 0 or more seconds`);
 
+/** Where items come from: the Web API, the desktop's zotero.sqlite, or Zotero 7's local API. */
+export const ZOTERO_SOURCES = ["web", "local", "local-api"] as const;
+export type ZoteroSourceKind = (typeof ZOTERO_SOURCES)[number];
+
+/** Zotero 7's local API; user ID 0 means "the logged-in user". */
+export const LOCAL_API_URL = "http://127.0.0.1:23119/api";
+
+/**
+ * Pure: the defaults that depend on zotero.source. The local sources need no key and no
+ * user ID (user 0, as Zotero's local API calls it), and local-api has its own address.
+ */
+function zoteroSourceDefaults(raw: unknown): unknown {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) return raw;
+  const zotero = (raw as Record<string, unknown>).zotero;
+  if (!zotero || typeof zotero !== "object" || Array.isArray(zotero)) return raw;
+  const z = zotero as Record<string, unknown>;
+  if (z.source !== "local" && z.source !== "local-api") return raw;
+  return {
+    ...(raw as Record<string, unknown>),
+    zotero: { ...z, library_id: z.library_id ?? "0", ...(z.source === "local-api" && z.api_url === undefined ? { api_url: LOCAL_API_URL } : {}) },
+  };
+}
+
 export const configSchema = z.object({
-  zotero: z.object(
-    {
-      source: z.enum(["web"], { error: "expected zotero.source: web" }).default("web"),
-      library_id: z.coerce
-        .string({ error: "expected your Zotero user or group ID (digits, from zotero.org/settings/keys)" })
-        .trim()
-        .regex(/^\d+$/, "expected your Zotero user or group ID (digits, from zotero.org/settings/keys)"),
-      library_type: z.enum(["user", "group"], { error: "expected user or group" }).default("user"),
-      api_key: z.string({ error: "expected a Zotero API key (or set ZOTERO_API_KEY)" }).trim().min(1, "expected a Zotero API key (or set ZOTERO_API_KEY)"),
-      api_url: httpUrl("the Zotero API address").default("https://api.zotero.org"),
-    },
-    { error: "expected a zotero: section with library_id and api_key" },
-  ),
+  zotero: z
+    .object(
+      {
+        source: z.enum(ZOTERO_SOURCES, { error: "expected zotero.source: web, local or local-api" }).default("web"),
+        library_id: z.coerce
+          .string({ error: "expected your Zotero user or group ID (digits, from zotero.org/settings/keys)" })
+          .trim()
+          .regex(/^\d+$/, "expected your Zotero user or group ID (digits, from zotero.org/settings/keys)"),
+        library_type: z.enum(["user", "group"], { error: "expected user or group" }).default("user"),
+        api_key: z.string({ error: "expected a Zotero API key (or set ZOTERO_API_KEY)" }).trim().default(""),
+        api_url: httpUrl("the Zotero API address").default("https://api.zotero.org"),
+        /** source local: Zotero's data directory (zotero.sqlite, storage/). Default: the profile's, else ~/Zotero. */
+        data_dir: z.string({ error: "expected zotero.data_dir as a directory path" }).trim().min(1, "expected zotero.data_dir as a directory path").optional(),
+      },
+      { error: "expected a zotero: section with library_id and api_key" },
+    )
+    .superRefine((zotero, ctx) => {
+      if (zotero.source === "web" && zotero.api_key === "") ctx.addIssue({ code: "custom", path: ["api_key"], message: "expected a Zotero API key (or set ZOTERO_API_KEY)" });
+    }),
   refserver: z.object(
     {
       api_url: httpUrl("the RefServer address"),
@@ -91,7 +120,7 @@ export interface ConfigProblem {
 
 /** Pure: raw parsed YAML → a typed config, or every problem with its key. */
 export function validateConfig(raw: unknown): { config: Config; problems: [] } | { config: undefined; problems: ConfigProblem[] } {
-  const result = configSchema.safeParse(raw ?? {});
+  const result = configSchema.safeParse(zoteroSourceDefaults(raw ?? {}));
   if (result.success) {
     const c = result.data;
     if (c.retry.max_delay_seconds < c.retry.min_delay_seconds) {

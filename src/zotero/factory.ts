@@ -2,6 +2,9 @@ import type { Dispatcher } from "undici";
 import type { Config } from "../config/schema.js";
 import type { RetryPolicy } from "../retry/policy.js";
 import type { Clock, Sleep } from "../util/time.js";
+import { resolveDataDir, type PlatformInfo } from "./data-dir.js";
+import { ZoteroLocalApi } from "./local-api.js";
+import { ZoteroLocalSource } from "./local.js";
 import type { Collection, ZoteroSource } from "./types.js";
 import { ZoteroWebApi } from "./web-api.js";
 
@@ -11,6 +14,8 @@ export interface SourceDeps {
   sleep: Sleep;
   clock?: Clock;
   onWait?: (info: { reason: string; delayMs: number }) => void;
+  /** Home, platform and environment for finding Zotero's data directory (source local). Default: this process's. */
+  platform?: PlatformInfo;
 }
 
 /** A source that can also list collections (for --collection) and count its requests. */
@@ -30,6 +35,27 @@ export function makeSource(config: Config, deps: SourceDeps): ConfiguredSource {
         baseUrl: config.zotero.api_url,
         library: { type: config.zotero.library_type, id: config.zotero.library_id },
         apiKey: config.zotero.api_key,
+        dispatcher: deps.dispatcher,
+        retry: deps.retry,
+        sleep: deps.sleep,
+        ...(deps.clock ? { clock: deps.clock } : {}),
+        ...(deps.onWait ? { onWait: deps.onWait } : {}),
+      });
+    case "local": {
+      // The data directory (configured, else the profile's, else ~/Zotero) and the base
+      // directory of `attachments:` linked files from the profile's prefs.js.
+      const found = resolveDataDir(config.zotero.data_dir, deps.platform);
+      return new ZoteroLocalSource({
+        dataDir: found.dataDir,
+        library: { type: config.zotero.library_type, id: config.zotero.library_id },
+        baseAttachmentPath: found.baseAttachmentPath,
+      });
+    }
+    case "local-api":
+      return new ZoteroLocalApi({
+        baseUrl: config.zotero.api_url,
+        // Zotero's local API calls the logged-in user 0; groups go by their group ID.
+        library: config.zotero.library_type === "group" ? { type: "group", id: config.zotero.library_id } : { type: "user", id: "0" },
         dispatcher: deps.dispatcher,
         retry: deps.retry,
         sleep: deps.sleep,

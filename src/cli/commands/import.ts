@@ -192,7 +192,7 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
       if (flags.json) {
         io.stdout.write(`${JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since: since ?? null, counts, items: rows }, null, 2)}\n`);
       } else {
-        io.stdout.write(`${formatPreview(rows, io.stdout.columns ?? 160)}\n\n`);
+        io.stdout.write(`${formatPreview(rows, io.stdout.columns ?? 160, Boolean(flags.verbose))}\n\n`);
         io.stdout.write(`Dry run: would import ${counts.import}, already done ${counts.alreadyDone}, skip ${counts.skipped}${counts.laterByLimit ? `, leave ${counts.laterByLimit} for later (--limit)` : ""}. Nothing was downloaded, uploaded or recorded.\n`);
       }
       return ExitCode.Ok;
