@@ -74,7 +74,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(existsSync(join(world.sandbox.stateDir, "import-from-zotero", "reports"))).toBe(false);
 
     const table = await runCli(["--dry-run"], world.sandbox);
-    expect(table.stdout).toMatch(/ACTION\s+KEY\s+TITLE\s+AUTHORS\s+YEAR\s+PDF/);
+    expect(table.stdout).toMatch(/ACTION\s+KEY\s+YEAR\s+TITLE\s+AUTHORS\s+PDF\s+NOTE/);
     expect(table.stdout).toMatch(/would import 3, already done 0, skip 1/);
   });
 
