@@ -56,7 +56,8 @@ export interface KnownLink {
 export function uploadFilename(name: string | null, fallbackKey: string): string {
   const base = (name ?? "").split(/[\\/]/).pop()!.replace(/[\u0000-\u001f"]/g, "").trim();
   const clean = base === "" || base === "." || base === ".." ? fallbackKey : base;
-  return /\.pdf$/i.test(clean) ? clean : `${clean}.pdf`;
+  // The real server checks the name ends in ".pdf" (lower case) before anything else.
+  return /\.pdf$/i.test(clean) ? `${clean.slice(0, -4)}.pdf` : `${clean}.pdf`;
 }
 
 /** RefServerLite client: login (with retries), upload_with_metadata, known Zotero keys. */
@@ -103,34 +104,34 @@ export class RefServerClient {
   }
 
   private async loginOnce(signal?: AbortSignal): Promise<string> {
-        let res: Dispatcher.ResponseData;
-        try {
-          res = await request(this.url("/api/v1/auth/login"), {
-            method: "POST",
-            dispatcher: this.options.dispatcher,
-            headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": USER_AGENT },
-            body: new URLSearchParams({ username: this.options.username, password: this.options.password }).toString(),
-            ...(signal ? { signal } : {}),
-          });
-        } catch (error) {
-          throw classifyNetworkError(error, `login to ${this.options.baseUrl}`);
-        }
-        const text = await res.body.text();
-        if (res.statusCode === 401 || res.statusCode === 403) {
-          throw new ImportError(
-            "REFSERVER_AUTH",
-            `RefServer refused the login of '${this.options.username}' (${res.statusCode} ${detailOf(text)}): check refserver.username and refserver.password (or REFSERVER_PASSWORD); the user must be an admin`,
-            { status: res.statusCode },
-          );
-        }
-        const verdict = classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
-        if (verdict.kind === "error") throw verdict.error;
-        const body = safeJson(text) as { access_token?: unknown } | undefined;
-        if (!body || typeof body.access_token !== "string") {
-          throw new ImportError("REFSERVER_BAD_ANSWER", `login answered ${res.statusCode} without an access_token: check refserver.api_url points at RefServerLite`);
-        }
-        registerSecret(body.access_token);
-        return body.access_token;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.url("/api/v1/auth/login"), {
+        method: "POST",
+        dispatcher: this.options.dispatcher,
+        headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": USER_AGENT },
+        body: new URLSearchParams({ username: this.options.username, password: this.options.password }).toString(),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      throw classifyNetworkError(error, `login to ${this.options.baseUrl}`);
+    }
+    const text = await res.body.text();
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new ImportError(
+        "REFSERVER_AUTH",
+        `RefServer refused the login of '${this.options.username}' (${res.statusCode} ${detailOf(text)}): check refserver.username and refserver.password (or REFSERVER_PASSWORD); the user must be an admin`,
+        { status: res.statusCode },
+      );
+    }
+    const verdict = classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
+    if (verdict.kind === "error") throw verdict.error;
+    const body = safeJson(text) as { access_token?: unknown } | undefined;
+    if (!body || typeof body.access_token !== "string") {
+      throw new ImportError("REFSERVER_BAD_ANSWER", `login answered ${res.statusCode} without an access_token: check refserver.api_url points at RefServerLite`);
+    }
+    registerSecret(body.access_token);
+    return body.access_token;
   }
 
   /** A fresh token unless another worker already renewed the one that failed. */

@@ -84,3 +84,13 @@ describe("backoff", () => {
     expect(permanentCalls).toBe(1);
   });
 });
+
+describe("upload filename", () => {
+  it("is a bare name ending in a lower-case .pdf, as the real server demands", async () => {
+    const { uploadFilename } = await import("../../src/refserver/client.js");
+    expect(uploadFilename("../../etc/Paper.PDF", "KEY12345")).toBe("Paper.pdf");
+    expect(uploadFilename("scan", "KEY12345")).toBe("scan.pdf");
+    expect(uploadFilename(null, "KEY12345")).toBe("KEY12345.pdf");
+    expect(uploadFilename("C:\\Users\\me\\a.pdf", "KEY12345")).toBe("a.pdf");
+  });
+});
