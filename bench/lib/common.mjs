@@ -223,7 +223,9 @@ export function makeSandbox({ zoteroUrl, libraryId, apiKey, refserverUrl, import
  */
 export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 20, onSpawn } = {}) {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [IMPORTER_BIN, "--config", sandbox.configPath, ...args], {
+  // BENCH_IMPORTER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to the importer's node only.
+  const nodeArgs = (process.env.BENCH_IMPORTER_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, IMPORTER_BIN, "--config", sandbox.configPath, ...args], {
     cwd: sandbox.dir,
     env: sandbox.env,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,90 @@
+// faults: throughput and success with 30% "database is locked" answers, fixed vs adaptive
+// pacing (import_options.adaptive_pacing false/true), batch_size 8 as the ceiling.
+// A fault proxy (bench/lib/fault-proxy.mjs) in front of refserver-lite (real process,
+// --no-worker) answers 500 {"detail":"Database error: database is locked"} to 30% of uploads
+// after reading the whole body, as the real server does; the rest reach the server.
+// The importer keeps its real retry defaults (8 retries, full jitter 1 s · 2^n, max 60 s).
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { writeBigPdf } from "./lib/bigpdf.mjs";
+import { FaultProxy } from "./lib/fault-proxy.mjs";
+import { LiteZotero, makeLiteLibrary } from "./lib/zotero-lite.mjs";
+import { argValue, fmt, machine, makeSandbox, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
+
+/** Time-weighted mean of uploads in flight between the first and the last change. */
+function meanInFlight(samples) {
+  if (samples.length < 2) return NaN;
+  let area = 0;
+  for (let i = 1; i < samples.length; i++) area += samples[i - 1][1] * (samples[i][0] - samples[i - 1][0]);
+  return area / (samples[samples.length - 1][0] - samples[0][0]);
+}
+
+export async function run(args) {
+  const items = Number(argValue(args, "--items", 200));
+  const size = Number(argValue(args, "--size", 1024 * 1024));
+  const share = Number(argValue(args, "--lock-share", 0.3));
+  const batch = Number(argValue(args, "--batch-size", 8));
+  const m = machine();
+  const work = tempDir("faults");
+  const rows = [];
+  const notes = [];
+  try {
+    const file = await writeBigPdf(join(work, "paper.pdf"), size, "Fault paper");
+    const cases = [
+      { lock: 0, adaptive: false },
+      { lock: 0, adaptive: true },
+      { lock: share, adaptive: false },
+      { lock: share, adaptive: true },
+    ];
+    for (const cs of cases) {
+      const lib = makeLiteLibrary({ items, file: () => file });
+      const zot = new LiteZotero(lib);
+      await zot.start();
+      const srv = await startRefServer({ dataDir: join(work, `srv-${cs.lock}-${cs.adaptive}`) });
+      const proxy = new FaultProxy(srv.url, { lockShare: cs.lock, seed: 1234 });
+      await proxy.start();
+      try {
+        const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: proxy.url, importOptions: { batch_size: batch, adaptive_pacing: cs.adaptive } });
+        const res = await runImporter(sb, ["--quiet"], { timeoutMs: 900_000 });
+        if (res.code === 2) notes.push(`adaptive_pacing=${cs.adaptive}: config refused (exit 2): ${res.stderr.trim().split("\n").pop()}`);
+        const links = await serverLinks(srv.url, lib.libraryId);
+        const uniq = new Set(links.map((l) => l.zotero_key)).size;
+        let pacing = null;
+        try {
+          const dir = join(sb.dir, "state", "import-from-zotero", "reports");
+          const f = readdirSync(dir).find((n) => n.endsWith(".json"));
+          if (f) pacing = JSON.parse(readFileSync(join(dir, f), "utf8")).pacing ?? null;
+        } catch {
+          /* no report */
+        }
+        const secs = res.wallMs / 1000;
+        rows.push([
+          `${Math.round(cs.lock * 100)}% locked, ${cs.adaptive ? "adaptive" : "fixed"}`,
+          `${links.length}/${items}${uniq !== links.length ? ` (${links.length - uniq} dup)` : ""} (exit ${res.code})`,
+          fmt(secs, 1),
+          `**${fmt(links.length / secs, 1)}**`,
+          fmt((links.length * size) / 2 ** 20 / secs, 1),
+          proxy.uploads,
+          proxy.locked,
+          proxy.peakUploadsInFlight,
+          fmt(meanInFlight(proxy.inFlightSamples), 2),
+          pacing ? `${pacing.finalLimit} (${pacing.decreases} decreases)` : "–",
+        ]);
+        rmrf(sb.dir);
+      } finally {
+        await proxy.close();
+        await zot.close();
+        await srv.stop();
+      }
+    }
+    const text = [
+      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded, so both pacing modes meet the same sequence of verdicts per request number); the rest are forwarded. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
+      "",
+      table(["case", "on server (exactly once)", "wall s", "items/s", "MiB/s", "upload requests", "answered locked", "peak uploads in flight", "mean uploads in flight", "final limit (pacer)"], rows),
+      ...(notes.length ? ["", ...notes.map((n) => `- ${n}`)] : []),
+    ].join("\n");
+    report({ title: "import-from-zotero: under faults (30% lock answers), fixed vs adaptive pacing", command: `npm run bench -- faults ${args.join(" ")}`.trim(), m, text });
+  } finally {
+    rmrf(work);
+  }
+}
