@@ -335,7 +335,7 @@ export class ZoteroLocalSource implements ZoteroSource {
     for (const { parentID, att } of children) {
       const parent = items.get(parentID);
       // A child of a trashed (or missing) parent goes with it.
-      if (parent && byId.has(parentID)) parent.attachments.push(att);
+      if (parent) parent.attachments.push({ ...att, parentKey: byId.get(parentID)?.key ?? parent.key });
     }
     return { listing: { library: this.library, libraryVersion, items: [...items.values()], collections: this.collectionsOf(db, libraryID), invalid: [], requests: 0 }, changed };
   }
