@@ -5,14 +5,15 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeSandbox, runCli, type Sandbox } from "../helpers/cli.js";
+import { FakeLocalApi } from "../helpers/fake-local-api.js";
 import { FakeRefServer } from "../helpers/fake-refserver.js";
-import { importablePdfs, makeSampleLibrary, writeZoteroDataDir, type DataDirLayout } from "../helpers/sample-library.js";
+import { importablePdfs, makeSampleLibrary, toZoteroJson, writeZoteroDataDir, type DataDirLayout } from "../helpers/sample-library.js";
 
 const PASSWORD = "pw-LOCAL-SECRET-42";
 const lib = makeSampleLibrary();
@@ -150,6 +151,42 @@ describe("import from a Zotero data directory (--zotero-dir)", () => {
     const preview = JSON.parse(r.stdout) as { items: { key: string; title: string }[] };
     const edited = lib.items.find((i) => i.fields.title === "Graph Methods for Fossil Records")!;
     expect(preview.items.find((row) => row.key === edited.key)?.title).toBe("Graph Methods (edited while Zotero runs)");
+  });
+
+  it("after a complete run, asks the database only for what changed since", async () => {
+    const first = await run([]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/listed 20 Zotero items/);
+    // Zotero syncs an edit: the item and the library get a new version.
+    const edited = lib.items.find((i) => i.fields.title === "Sparse Lattice Inference")!;
+    const db = new Database(join(layout.dataDir, "zotero.sqlite"));
+    db.prepare("UPDATE items SET version = ? WHERE key = ?").run(lib.libraryVersion + 1, edited.key);
+    db.prepare("UPDATE libraries SET version = ?").run(lib.libraryVersion + 1);
+    db.close();
+    const second = await run([]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(new RegExp(`listed 1 Zotero item.*library version ${lib.libraryVersion + 1}`));
+    expect(refserver.duplicateKeys()).toEqual([]);
+  });
+
+  it("imports through Zotero 7's local API (source: local-api), reading the file:// paths it points at", async () => {
+    const json = toZoteroJson(lib, layout);
+    const api = new FakeLocalApi({ libraryVersion: lib.libraryVersion, items: json.items, collections: json.collections, paths: json.paths });
+    const url = await api.start();
+    try {
+      writeFileSync(
+        sandbox.configPath,
+        `zotero:\n  source: local-api\n  api_url: "${url}/api"\n  library_id: "${lib.userId}"\nrefserver:\n  api_url: "${refserver.url}"\n  username: admin\n  password: "${PASSWORD}"\nretry:\n  min_delay_seconds: 0.01\n  max_delay_seconds: 0.05\n`,
+        { mode: 0o600 },
+      );
+      const r = await runCli([], sandbox);
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expectAllImported();
+      expect(api.log.filter((l) => l.path.endsWith("/file")).every((l) => l.status === 302)).toBe(true);
+      expect(api.log.every((l) => l.path.startsWith("/api/users/0/"))).toBe(true);
+    } finally {
+      await api.close();
+    }
   });
 
   it("says where it looked when the directory holds no zotero.sqlite (exit 2)", async () => {
