@@ -1,6 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.js";
@@ -107,6 +108,31 @@ describe("local sources, edge cases", () => {
       source.close();
     }
     expect(source.snapshotPath).toBeNull();
+  });
+
+  it("reads one library of a database that also holds a group library", async () => {
+    const lib = makeSampleLibrary();
+    const layout = writeZoteroDataDir(lib, join(root, "groups"));
+    const db = new Database(join(layout.dataDir, "zotero.sqlite"));
+    db.prepare("INSERT INTO libraries (libraryID, type, editable, filesEditable, version) VALUES (7, 'group', 1, 1, 77)").run();
+    db.prepare("INSERT INTO groups (groupID, libraryID, name, description, version) VALUES (4242, 7, 'Lab', '', 77)").run();
+    const bookType = (db.prepare("SELECT itemTypeID FROM itemTypes WHERE typeName = 'book'").get() as { itemTypeID: number }).itemTypeID;
+    db.prepare("INSERT INTO items (itemTypeID, libraryID, key, version, synced) VALUES (?, 7, 'GRP22222', 70, 1)").run(bookType);
+    db.close();
+    const user = new ZoteroLocalSource({ dataDir: layout.dataDir, library: { type: "user", id: "0" }, tmpDir: root });
+    const group = new ZoteroLocalSource({ dataDir: layout.dataDir, library: { type: "group", id: "4242" }, tmpDir: root });
+    const missing = new ZoteroLocalSource({ dataDir: layout.dataDir, library: { type: "group", id: "999" }, tmpDir: root });
+    try {
+      const userKeys = (await user.list({})).items.map((i) => i.key);
+      expect(userKeys).not.toContain("GRP22222");
+      expect(userKeys.length).toBe(20);
+      const groupListing = await group.list({});
+      expect(groupListing.items.map((i) => i.key)).toEqual(["GRP22222"]);
+      expect(groupListing.libraryVersion).toBe(77);
+      await expect(missing.list({})).rejects.toMatchObject({ code: "CONFIG_INVALID", message: expect.stringMatching(/group 999/) });
+    } finally {
+      for (const s of [user, group, missing]) s.close();
+    }
   });
 
   it("tells how to enable Zotero's local API when it answers 403", async () => {
