@@ -205,7 +205,7 @@ describe("exactly once under fire (real importer, real refserver-lite, fault pro
     expect(proxy.counters.matched).toBe(matchedBefore);
 
     if (process.env.E2E_VERBOSE) {
-      console.log(`${story}\nproxy ${JSON.stringify(proxy.counters)} peak in flight ${proxy.peakInFlight}\nfinal: ${final.stdout}\nzotero ${JSON.stringify(zotero.counters)}`);
+      console.log(`${story}\nproxy ${JSON.stringify(proxy.counters)} peak in flight ${proxy.peakInFlight}\nfinal: ${final.stdout}\nzotero ${JSON.stringify(zotero.counters)}\nserver stderr:\n${server.stderr}`);
     }
 
     // ---- The faults really happened ----
