@@ -30,17 +30,22 @@ export async function run(args) {
   const notes = [];
   try {
     const file = await writeBigPdf(join(work, "paper.pdf"), size, "Fault paper");
+    // "load": contention that grows with concurrent uploads — the given share at 4 uploads in
+    // flight, proportionally more or less (share × n / 4, at most 0.9): 7.5% alone, 60% at 8.
+    const byLoad = (n) => Math.min(0.9, (share * n) / 4);
     const cases = [
       { lock: 0, adaptive: false },
       { lock: 0, adaptive: true },
       { lock: share, adaptive: false },
       { lock: share, adaptive: true },
+      { lock: byLoad, label: `${Math.round(share * 100)}% at 4 in flight, growing with load`, adaptive: false },
+      { lock: byLoad, label: `${Math.round(share * 100)}% at 4 in flight, growing with load`, adaptive: true },
     ];
     for (const cs of cases) {
       const lib = makeLiteLibrary({ items, file: () => file });
       const zot = new LiteZotero(lib);
       await zot.start();
-      const srv = await startRefServer({ dataDir: join(work, `srv-${cs.lock}-${cs.adaptive}`) });
+      const srv = await startRefServer({ dataDir: join(work, `srv-${rows.length}`) });
       const proxy = new FaultProxy(srv.url, { lockShare: cs.lock, seed: 1234 });
       await proxy.start();
       try {
@@ -59,7 +64,7 @@ export async function run(args) {
         }
         const secs = res.wallMs / 1000;
         rows.push([
-          `${Math.round(cs.lock * 100)}% locked, ${cs.adaptive ? "adaptive" : "fixed"}`,
+          `${cs.label ?? `${Math.round(cs.lock * 100)}% locked`}, ${cs.adaptive ? "adaptive" : "fixed"}`,
           `${links.length}/${items}${uniq !== links.length ? ` (${links.length - uniq} dup)` : ""} (exit ${res.code})`,
           fmt(secs, 1),
           `**${fmt(links.length / secs, 1)}**`,
@@ -78,7 +83,7 @@ export async function run(args) {
       }
     }
     const text = [
-      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded, so both pacing modes meet the same sequence of verdicts per request number); the rest are forwarded. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
+      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded, so both pacing modes meet the same sequence of verdicts per request number); the rest are forwarded. The last two rows model a server whose lock contention grows with concurrent uploads: the share is ${Math.round(share * 100)}% × (uploads in flight ÷ 4), at most 90%. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
       "",
       table(["case", "on server (exactly once)", "wall s", "items/s", "MiB/s", "upload requests", "answered locked", "peak uploads in flight", "mean uploads in flight", "final limit (pacer)"], rows),
       ...(notes.length ? ["", ...notes.map((n) => `- ${n}`)] : []),

@@ -6,13 +6,14 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ADMIN, ROOT, argValue, fmt, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
+import { ADMIN, ROOT, cpuSeconds, pollPeakRss, argValue, fmt, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const { makeLibrary, FakeZotero } = await import("./out/helpers/fake-zotero.js");
 
 function runCeiling(manifest, url, concurrency, admin) {
   const t0 = performance.now();
   const child = spawn(process.execPath, [join(ROOT, "bench", "lib", "ceiling-upload.mjs"), manifest, url, String(concurrency), admin.user, admin.password], { stdio: ["ignore", "pipe", "pipe"] });
+  const poll = pollPeakRss(child.pid, 20);
   let out = "";
   let err = "";
   child.stdout.on("data", (d) => (out += d));
@@ -21,8 +22,9 @@ function runCeiling(manifest, url, concurrency, admin) {
   return new Promise((resolve, reject) =>
     child.on("close", (code) => {
       clearTimeout(killer);
+      const { cpu } = poll.stop();
       if (code !== 0) return reject(new Error(`ceiling exited ${code}: ${err}`));
-      resolve({ ...JSON.parse(out.trim().split("\n").pop()), wallMs: performance.now() - t0 });
+      resolve({ ...JSON.parse(out.trim().split("\n").pop()), wallMs: performance.now() - t0, cpuS: cpu });
     }),
   );
 }
@@ -52,12 +54,16 @@ export async function run(args) {
 
     const rows = [];
     const polite = [];
+    const cpuRows = [];
     for (const c of concurrencies) {
       // Ceiling: fresh server, bare loop.
       const sA = await startRefServer({ dataDir: join(work, `srv-ceiling-${c}`) });
       let ceiling;
+      let ceilServerCpu = NaN;
       try {
+        const before = cpuSeconds(sA.pid);
         ceiling = await runCeiling(manifestPath, sA.url, c, ADMIN);
+        ceilServerCpu = cpuSeconds(sA.pid) - before;
       } finally {
         await sA.stop();
       }
@@ -75,9 +81,16 @@ export async function run(args) {
       };
       let res;
       let onServer = 0;
+      let impServerCpu = NaN;
+      let fakeCpu = NaN;
       try {
         const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: sB.url, importOptions: { batch_size: c } });
+        const before = cpuSeconds(sB.pid);
+        const benchBefore = process.cpuUsage();
         res = await runImporter(sb, ["--quiet"]);
+        const u = process.cpuUsage(benchBefore);
+        fakeCpu = (u.user + u.system) / 1e6;
+        impServerCpu = cpuSeconds(sB.pid) - before;
         onServer = (await serverLinks(sB.url, lib.libraryId)).length;
         rmrf(sb.dir);
       } finally {
@@ -110,6 +123,25 @@ export async function run(args) {
         "–",
         "1.00",
       ]);
+      const ncpu = Number(m.nproc) || 2;
+      cpuRows.push([
+        `importer (batch_size ${c})`,
+        fmt(res.cpuS, 2),
+        fmt(impServerCpu, 2),
+        fmt(fakeCpu, 2),
+        fmt(res.wallMs / 1000, 2),
+        `${fmt(((res.cpuS + impServerCpu + fakeCpu) / (ncpu * imp.wall)) * 100, 0)}%`,
+        fmt((res.cpuS / onServer) * 1000, 2),
+      ]);
+      cpuRows.push([
+        `ceiling (${c} at a time)`,
+        fmt(ceiling.cpuS, 2),
+        fmt(ceilServerCpu, 2),
+        "–",
+        fmt(ceil.wall, 2),
+        `${fmt(((ceiling.cpuS + ceilServerCpu) / (ncpu * ceil.wall)) * 100, 0)}%`,
+        fmt((ceiling.cpuS / ceilOk) * 1000, 2),
+      ]);
       const listing = zot.listingRequestCount({ includeFaulted: true });
       polite.push([
         `${items} parents, 1 stored PDF each (batch_size ${c})`,
@@ -126,6 +158,10 @@ export async function run(args) {
       `${items} items × ${size} B (${mb(totalBytes, 0)} MiB) through the fake Zotero Web API (test/helpers/fake-zotero.ts, in the benchmark process, files in memory) and refserver-lite as a real process with \`--no-worker\` (this measures the transfer path; no PDF parsing), both on 127.0.0.1. Fresh server data directory and fresh importer state for every row. "wall" = spawn to exit of the process (importer: config, listing, login, downloads with MD5 + fsync to the cache, uploads, journal fsyncs; ceiling: login + uploads). "transfer phase" = importer: first \`/file\` request to exit; ceiling: the upload loop alone. Ratio = importer items/s ÷ ceiling items/s (target ≥ 0.8), on wall time, and in brackets on the transfer phase.`,
       "",
       table(["run", "on server", "wall s", "items/s", "MiB/s", "transfer phase", "peak RSS MiB", "ratio (target ≥ 0.8)"], rows),
+      "",
+      `CPU time in the same runs (user + system, from /proc/PID/stat; the fake Zotero runs in the benchmark process; ${m.nproc} cores available):`,
+      "",
+      table(["run", "client CPU s", "server CPU s", "fake Zotero CPU s", "wall s", "CPU used of nproc × wall", "client CPU ms per item"], cpuRows),
       "",
       "Zotero politeness in the same runs (from the fake's counters; listing = requests to listing routes):",
       "",

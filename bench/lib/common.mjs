@@ -38,21 +38,46 @@ export function vmHWM(pid) {
   }
 }
 
-/** Poll VmHWM every `everyMs` until stopped; VmHWM is itself a high-water mark, so the last read wins. */
+const CLK_TCK = (() => {
+  try {
+    return Number(execSync("getconf CLK_TCK", { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU seconds (user + system) used so far by a live process; null once it is gone. */
+export function cpuSeconds(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15: utime, stime
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Poll VmHWM (and CPU time) every `everyMs` until stopped; VmHWM is itself a high-water mark,
+ * so the last read wins. CPU time is the last sample (up to everyMs short of the total).
+ */
 export function pollPeakRss(pid, everyMs = 20) {
   let peak = 0;
   let samples = 0;
+  let cpu = 0;
   const t = setInterval(() => {
     const v = vmHWM(pid);
     if (v !== null) {
       samples++;
       if (v > peak) peak = v;
     }
+    const c = cpuSeconds(pid);
+    if (c !== null) cpu = c;
   }, everyMs);
   return {
     stop() {
       clearInterval(t);
-      return { peak, samples };
+      return { peak, samples, cpu };
     },
     get peak() {
       return peak;
@@ -247,8 +272,8 @@ export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 
     // the poll every pollMs catches the plateau (VmHWM never decreases).
     child.on("close", (code, signal) => {
       clearTimeout(killer);
-      const { peak, samples } = rss.stop();
-      resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, stdout, stderr, pid: child.pid, t0 });
+      const { peak, samples, cpu } = rss.stop();
+      resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, cpuS: cpu, stdout, stderr, pid: child.pid, t0 });
     });
   });
 }

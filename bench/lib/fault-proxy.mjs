@@ -16,9 +16,13 @@ function rng(seed) {
 }
 
 export class FaultProxy {
+  /**
+   * lockShare: the share of uploads answered "locked"; or a function of the uploads in flight
+   * (this one included) returning that share, for a server whose contention grows with load.
+   */
   constructor(upstream, { lockShare = 0.3, seed = 7 } = {}) {
     this.upstream = new URL(upstream);
-    this.lockShare = lockShare;
+    this.lockShare = typeof lockShare === "function" ? lockShare : () => lockShare;
     this.rand = rng(seed);
     this.uploads = 0;
     this.locked = 0;
@@ -66,7 +70,7 @@ export class FaultProxy {
         this.uploadsInFlight--;
         this.inFlightSamples.push([performance.now(), this.uploadsInFlight]);
       });
-      if (this.rand() < this.lockShare) {
+      if (this.rand() < this.lockShare(this.uploadsInFlight)) {
         this.locked++;
         req.resume();
         req.on("end", () => {
