@@ -24,6 +24,7 @@ export async function run(args) {
   const size = Number(argValue(args, "--size", 1024 * 1024));
   const share = Number(argValue(args, "--lock-share", 0.3));
   const batch = Number(argValue(args, "--batch-size", 8));
+  const repeats = Number(argValue(args, "--repeats", 3));
   const m = machine();
   const work = tempDir("faults");
   const rows = [];
@@ -41,51 +42,58 @@ export async function run(args) {
       { lock: byLoad, label: `${Math.round(share * 100)}% at 4 in flight, growing with load`, adaptive: false },
       { lock: byLoad, label: `${Math.round(share * 100)}% at 4 in flight, growing with load`, adaptive: true },
     ];
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     for (const cs of cases) {
-      const lib = makeLiteLibrary({ items, file: () => file });
-      const zot = new LiteZotero(lib);
-      await zot.start();
-      const srv = await startRefServer({ dataDir: join(work, `srv-${rows.length}`) });
-      const proxy = new FaultProxy(srv.url, { lockShare: cs.lock, seed: 1234 });
-      await proxy.start();
-      try {
-        const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: proxy.url, importOptions: { batch_size: batch, adaptive_pacing: cs.adaptive } });
-        const res = await runImporter(sb, ["--quiet"], { timeoutMs: 900_000 });
-        if (res.code === 2) notes.push(`adaptive_pacing=${cs.adaptive}: config refused (exit 2): ${res.stderr.trim().split("\n").pop()}`);
-        const links = await serverLinks(srv.url, lib.libraryId);
-        const uniq = new Set(links.map((l) => l.zotero_key)).size;
-        let pacing = null;
+      const runs = [];
+      for (let r = 0; r < repeats; r++) {
+        const lib = makeLiteLibrary({ items, file: () => file });
+        const zot = new LiteZotero(lib);
+        await zot.start();
+        const srv = await startRefServer({ dataDir: join(work, `srv-${rows.length}-${r}`) });
+        const proxy = new FaultProxy(srv.url, { lockShare: cs.lock, seed: 1234 + r });
+        await proxy.start();
         try {
-          const dir = join(sb.dir, "state", "import-from-zotero", "reports");
-          const f = readdirSync(dir).find((n) => n.endsWith(".json"));
-          if (f) pacing = JSON.parse(readFileSync(join(dir, f), "utf8")).pacing ?? null;
-        } catch {
-          /* no report */
+          const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: proxy.url, importOptions: { batch_size: batch, adaptive_pacing: cs.adaptive } });
+          const res = await runImporter(sb, ["--quiet"], { timeoutMs: 900_000 });
+          if (res.code === 2) notes.push(`adaptive_pacing=${cs.adaptive}: config refused (exit 2): ${res.stderr.trim().split("\n").pop()}`);
+          const links = await serverLinks(srv.url, lib.libraryId);
+          const uniq = new Set(links.map((l) => l.zotero_key)).size;
+          let pacing = null;
+          try {
+            const dir = join(sb.dir, "state", "import-from-zotero", "reports");
+            const f = readdirSync(dir).find((n) => n.endsWith(".json"));
+            if (f) pacing = JSON.parse(readFileSync(join(dir, f), "utf8")).pacing ?? null;
+          } catch {
+            /* no report */
+          }
+          runs.push({ code: res.code, secs: res.wallMs / 1000, onServer: links.length, dup: links.length - uniq, uploads: proxy.uploads, locked: proxy.locked, peak: proxy.peakUploadsInFlight, mean: meanInFlight(proxy.inFlightSamples), pacing });
+          rmrf(sb.dir);
+        } finally {
+          await proxy.close();
+          await zot.close();
+          await srv.stop();
         }
-        const secs = res.wallMs / 1000;
-        rows.push([
-          `${cs.label ?? `${Math.round(cs.lock * 100)}% locked`}, ${cs.adaptive ? "adaptive" : "fixed"}`,
-          `${links.length}/${items}${uniq !== links.length ? ` (${links.length - uniq} dup)` : ""} (exit ${res.code})`,
-          fmt(secs, 1),
-          `**${fmt(links.length / secs, 1)}**`,
-          fmt((links.length * size) / 2 ** 20 / secs, 1),
-          proxy.uploads,
-          proxy.locked,
-          proxy.peakUploadsInFlight,
-          fmt(meanInFlight(proxy.inFlightSamples), 2),
-          pacing ? `${pacing.finalLimit} (${pacing.decreases} decreases)` : "–",
-        ]);
-        rmrf(sb.dir);
-      } finally {
-        await proxy.close();
-        await zot.close();
-        await srv.stop();
       }
+      const rates = runs.map((x) => x.onServer / x.secs);
+      const ok = runs.every((x) => x.onServer === items && x.dup === 0 && x.code === 0);
+      rows.push([
+        `${cs.label ?? `${Math.round(cs.lock * 100)}% locked`}, ${cs.adaptive ? "adaptive" : "fixed"}`,
+        `${ok ? `${items}/${items} in every run` : runs.map((x) => `${x.onServer}/${items}${x.dup ? ` (${x.dup} dup)` : ""} exit ${x.code}`).join("; ")}`,
+        fmt(median(runs.map((x) => x.secs)), 1),
+        `**${fmt(median(rates), 1)}**`,
+        rates.map((x) => fmt(x, 1)).join(", "),
+        fmt((median(rates) * size) / 2 ** 20, 1),
+        runs.map((x) => x.uploads).join("/"),
+        runs.map((x) => x.locked).join("/"),
+        Math.max(...runs.map((x) => x.peak)),
+        fmt(median(runs.map((x) => x.mean)), 2),
+        runs.map((x) => (x.pacing ? `${x.pacing.finalLimit} (${x.pacing.decreases}↓)` : "–")).join(", "),
+      ]);
     }
     const text = [
-      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded, so both pacing modes meet the same sequence of verdicts per request number); the rest are forwarded. The last two rows model a server whose lock contention grows with concurrent uploads: the share is ${Math.round(share * 100)}% × (uploads in flight ÷ 4), at most 90%. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
+      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded per repeat, so both pacing modes meet the same sequence of verdicts per request number); ${repeats} runs per case, fresh server and state each; the rest are forwarded. The last two rows model a server whose lock contention grows with concurrent uploads: the share is ${Math.round(share * 100)}% × (uploads in flight ÷ 4), at most 90%. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
       "",
-      table(["case", "on server (exactly once)", "wall s", "items/s", "MiB/s", "upload requests", "answered locked", "peak uploads in flight", "mean uploads in flight", "final limit (pacer)"], rows),
+      table(["case", "on server, exactly once", "wall s (median)", "items/s (median)", "items/s, all runs", "MiB/s (median)", "upload requests", "answered locked", "peak uploads in flight", "mean uploads in flight (median)", "final limit (decreases), per run"], rows),
       ...(notes.length ? ["", ...notes.map((n) => `- ${n}`)] : []),
     ].join("\n");
     report({ title: "import-from-zotero: under faults (30% lock answers), fixed vs adaptive pacing", command: `npm run bench -- faults ${args.join(" ")}`.trim(), m, text });

@@ -6,7 +6,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ADMIN, ROOT, cpuSeconds, pollPeakRss, argValue, fmt, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
+import { ADMIN, ROOT, machineBusySeconds, cpuSeconds, pollPeakRss, argValue, fmt, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const { makeLibrary, FakeZotero } = await import("./out/helpers/fake-zotero.js");
 
@@ -60,10 +60,15 @@ export async function run(args) {
       const sA = await startRefServer({ dataDir: join(work, `srv-ceiling-${c}`) });
       let ceiling;
       let ceilServerCpu = NaN;
+      let ceilOther = NaN;
       try {
         const before = cpuSeconds(sA.pid);
+        const mBefore = machineBusySeconds();
+        const benchBefore = process.cpuUsage();
         ceiling = await runCeiling(manifestPath, sA.url, c, ADMIN);
         ceilServerCpu = cpuSeconds(sA.pid) - before;
+        const u = process.cpuUsage(benchBefore);
+        ceilOther = machineBusySeconds() - mBefore - ceilServerCpu - ceiling.cpuS - (u.user + u.system) / 1e6;
       } finally {
         await sA.stop();
       }
@@ -82,15 +87,18 @@ export async function run(args) {
       let res;
       let onServer = 0;
       let impServerCpu = NaN;
+      let impOther = NaN;
       let fakeCpu = NaN;
       try {
         const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: sB.url, importOptions: { batch_size: c } });
         const before = cpuSeconds(sB.pid);
         const benchBefore = process.cpuUsage();
+        const mBefore = machineBusySeconds();
         res = await runImporter(sb, ["--quiet"]);
         const u = process.cpuUsage(benchBefore);
         fakeCpu = (u.user + u.system) / 1e6;
         impServerCpu = cpuSeconds(sB.pid) - before;
+        impOther = machineBusySeconds() - mBefore - impServerCpu - fakeCpu - res.cpuS;
         onServer = (await serverLinks(sB.url, lib.libraryId)).length;
         rmrf(sb.dir);
       } finally {
@@ -124,6 +132,7 @@ export async function run(args) {
         "1.00",
       ]);
       const ncpu = Number(m.nproc) || 2;
+      console.error(`throughput c=${c}: importer ${fmt(imp.wall, 2)} s, ceiling ${fmt(ceil.wall, 2)} s, other CPU ${fmt(impOther, 1)}/${fmt(ceilOther, 1)} s`);
       cpuRows.push([
         `importer (batch_size ${c})`,
         fmt(res.cpuS, 2),
@@ -132,6 +141,7 @@ export async function run(args) {
         fmt(res.wallMs / 1000, 2),
         `${fmt(((res.cpuS + impServerCpu + fakeCpu) / (ncpu * imp.wall)) * 100, 0)}%`,
         fmt((res.cpuS / onServer) * 1000, 2),
+        fmt(impOther, 2),
       ]);
       cpuRows.push([
         `ceiling (${c} at a time)`,
@@ -141,6 +151,7 @@ export async function run(args) {
         fmt(ceil.wall, 2),
         `${fmt(((ceiling.cpuS + ceilServerCpu) / (ncpu * ceil.wall)) * 100, 0)}%`,
         fmt((ceiling.cpuS / ceilOk) * 1000, 2),
+        fmt(ceilOther, 2),
       ]);
       const listing = zot.listingRequestCount({ includeFaulted: true });
       polite.push([
@@ -161,7 +172,7 @@ export async function run(args) {
       "",
       `CPU time in the same runs (user + system, from /proc/PID/stat; the fake Zotero runs in the benchmark process; ${m.nproc} cores available):`,
       "",
-      table(["run", "client CPU s", "server CPU s", "fake Zotero CPU s", "wall s", "CPU used of nproc × wall", "client CPU ms per item"], cpuRows),
+      table(["run", "client CPU s", "server CPU s", "fake Zotero CPU s", "wall s", "CPU used of nproc × wall (ours)", "client CPU ms per item", "other processes' CPU s meanwhile (not ours)"], cpuRows),
       "",
       "Zotero politeness in the same runs (from the fake's counters; listing = requests to listing routes):",
       "",

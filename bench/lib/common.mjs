@@ -3,7 +3,7 @@
 // Everything binds to 127.0.0.1; every wait is bounded.
 import { spawn, execSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir, totalmem, cpus } from "node:os";
+import { tmpdir, totalmem, cpus, loadavg } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -45,6 +45,17 @@ const CLK_TCK = (() => {
     return 100;
   }
 })();
+
+/** Whole-machine CPU seconds busy (all cores, everything but idle and iowait) so far, from /proc/stat. */
+export function machineBusySeconds() {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = f;
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
 
 /** CPU seconds (user + system) used so far by a live process; null once it is gone. */
 export function cpuSeconds(pid) {
@@ -100,6 +111,7 @@ export function machine() {
     mem,
     memLine,
     node: process.version,
+    load: loadavg().map((x) => x.toFixed(2)).join(" "),
     platform: `${process.platform} ${execSync("uname -r", { encoding: "utf8" }).trim()}`,
   };
 }
@@ -127,7 +139,7 @@ export function report({ title, command, m, text }) {
     `### ${title} (${m.date})`,
     "",
     `Command: \`${command}\``,
-    `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem} (free: ${m.memLine}), Node ${m.node}, ${m.platform}`,
+    `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem} (free: ${m.memLine}), Node ${m.node}, ${m.platform}; load average ${m.load} at the start, ${loadavg().map((x) => x.toFixed(2)).join(" ")} at the end (the machine is shared: other sessions' builds and tests may run meanwhile)`,
     "",
     text.trim(),
     "",
