@@ -55,7 +55,7 @@ async function main(): Promise<number> {
   // 1. A Zotero data directory, as Zotero desktop leaves it.
   const lib = makeSampleLibrary();
   const layout = writeZoteroDataDir(lib, join(root, "zotero"));
-  const expected = importablePdfs(lib);
+  const expected = importablePdfs(lib, { linkedFiles: true });
   say(`1. Sample Zotero library: ${lib.items.length} items (${expected.length} with a stored PDF) in ${layout.dataDir}`);
 
   // 2. The companion server, in this process.

@@ -164,6 +164,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
         return reply.code(err.statusCode).send({ detail: err.message });
       }
+      if (request.raw.aborted || err.code === "ECONNRESET" || err.message === "aborted") {
+        // The client hung up mid-request: nothing to answer, and not a server fault.
+        request.log.warn({ code: err.code ?? "aborted" }, "client aborted the request");
+        return reply.code(400).send({ detail: "Request aborted by the client" });
+      }
       request.log.error({ err }, "unhandled error");
       return reply.code(500).send({ detail: "Internal Server Error" });
     });

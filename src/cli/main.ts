@@ -1,6 +1,4 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { resolve } from "node:path";
-import { ZOTERO_DIR_ENV } from "../config/load.js";
 import { ImportError, messageOf } from "../errors.js";
 import { redact } from "../util/redact.js";
 import { VERSION } from "../version.js";
@@ -81,11 +79,8 @@ Exit codes: 0 all done, 1 some items failed, 2 usage or config error, 3 authenti
             75 server unavailable or another run holds the lock, 130 interrupted.
 Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     )
-    .action(async (opts: ImportFlags & { zoteroDir?: string }) => {
-      const { zoteroDir, ...flags } = opts;
-      // --zotero-dir reaches loadConfig as an override (see ZOTERO_DIR_ENV).
-      const withDir: CliIo = zoteroDir ? { ...io, env: { ...io.env, [ZOTERO_DIR_ENV]: resolve(io.cwd, zoteroDir) } } : io;
-      setExit(await runImport(flags, withDir));
+    .action(async (opts: ImportFlags) => {
+      setExit(await runImport(opts, io));
     });
 
   program

@@ -20,12 +20,6 @@ export interface ConfigOverrides {
   zoteroDir?: string | undefined;
 }
 
-/**
- * How the CLI hands --zotero-dir to loadConfig when a command does not pass `zoteroDir`
- * itself (an internal variable, not a user setting).
- */
-export const ZOTERO_DIR_ENV = "IMPORT_FROM_ZOTERO_ZOTERO_DIR";
-
 /** Where we look when --config is not given, first match wins. */
 export function defaultConfigPaths(cwd: string, env: NodeJS.ProcessEnv): string[] {
   return [join(cwd, "config.yml"), join(cwd, "config.yaml"), join(configDir(env), "config.yml")];
@@ -115,7 +109,7 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
   if (env.REFSERVER_PASSWORD) refserver.password = env.REFSERVER_PASSWORD;
   if (overrides.batchSize !== undefined) importOptions.batch_size = overrides.batchSize;
   if (overrides.delaySeconds !== undefined) importOptions.delay_seconds = overrides.delaySeconds;
-  const zoteroDir = overrides.zoteroDir ?? (env[ZOTERO_DIR_ENV] || undefined);
+  const zoteroDir = overrides.zoteroDir;
   if (zoteroDir !== undefined) {
     zotero.source = "local";
     zotero.data_dir = zoteroDir;

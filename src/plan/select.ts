@@ -38,6 +38,8 @@ export interface SelectOptions {
   excludeTags: string[];
   /** Collection keys in scope (already expanded to subcollections); empty = whole library. */
   collectionKeys: string[];
+  /** The source can read linked files (the desktop's own data): import them too. */
+  linkedFiles?: boolean;
 }
 
 const STORED = new Set(["imported_file", "imported_url"]);
@@ -48,11 +50,13 @@ export function isPdf(att: Attachment): boolean {
 }
 
 /** Pure: which attachment of an item would be uploaded, or why none. */
-export function pickAttachment(item: Item): Attachment | SkipReason {
+export function pickAttachment(item: Item, linkedFiles = false): Attachment | SkipReason {
   if (item.itemType === "note") return "note";
   if (item.attachments.length === 0) return "no_attachment";
   const stored = item.attachments.find((a) => STORED.has(a.linkMode) && isPdf(a));
   if (stored) return stored;
+  const linked = linkedFiles ? item.attachments.find((a) => a.linkMode === "linked_file" && isPdf(a)) : undefined;
+  if (linked) return linked;
   if (item.attachments.some((a) => a.linkMode === "linked_file" && isPdf(a))) return "linked_file";
   if (item.attachments.every((a) => a.linkMode === "linked_url")) return "linked_url";
   return "not_pdf";
@@ -75,7 +79,7 @@ export function selectItems(items: Item[], options: SelectOptions): { candidates
       skipped.push({ item, reason: "excluded_tag" });
       continue;
     }
-    const pick = pickAttachment(item);
+    const pick = pickAttachment(item, options.linkedFiles);
     if (typeof pick === "string") skipped.push({ item, reason: pick });
     else candidates.push({ item, attachment: pick });
   }

@@ -23,6 +23,8 @@ export interface ConfiguredSource extends ZoteroSource {
   listCollections(signal?: AbortSignal): Promise<Collection[]>;
   /** Requests made so far (0 for sources that make none). */
   readonly requests: number;
+  /** True when linked files (paths on this computer) can be read, so they are importable. */
+  readonly readsLinkedFiles?: boolean;
   /** Release files, snapshots, connections. */
   close?(): Promise<void> | void;
 }

@@ -30,6 +30,8 @@ export interface LocalApiOptions {
 }
 
 export class ZoteroLocalApi implements ZoteroSource {
+  /** The local API points linked files at this computer's paths, which we can read: importable. */
+  readonly readsLinkedFiles = true;
   readonly library: LibraryRef;
   private readonly api: ZoteroWebApi;
   private readonly base: string;

@@ -57,6 +57,8 @@ interface AttachmentRow {
 /** Reads zotero.sqlite through a private snapshot. Create with `new`, call `close()` when done. */
 export class ZoteroLocalSource implements ZoteroSource {
   readonly library: LibraryRef;
+  /** Linked files are paths on this computer: the local source reads them, so they are importable. */
+  readonly readsLinkedFiles = true;
   /** No network requests: the listing comes from a file. */
   readonly requests = 0;
   private snapshotDir: string | null = null;

@@ -738,11 +738,15 @@ export function fileMd5s(lib: SampleLibrary): Map<string, { md5: string; linked:
 }
 
 /** Stored PDFs in the library that a run should import (not trashed, file present). */
-export function importablePdfs(lib: SampleLibrary): { itemKey: string; attachmentKey: string; md5: string }[] {
+export function importablePdfs(lib: SampleLibrary, options: { linkedFiles?: boolean } = {}): { itemKey: string; attachmentKey: string; md5: string }[] {
   const out: { itemKey: string; attachmentKey: string; md5: string }[] = [];
   for (const it of lib.items) {
     if (it.trashed) continue;
-    const pdf = it.attachments.find((a) => !a.trashed && (a.linkMode === "imported_file" || a.linkMode === "imported_url") && a.contentType === "application/pdf");
+    const isPdf = (a: SampleAttachment) => !a.trashed && a.contentType === "application/pdf";
+    // A stored PDF first; a linked one only for sources that can read this computer's files.
+    const pdf =
+      it.attachments.find((a) => isPdf(a) && (a.linkMode === "imported_file" || a.linkMode === "imported_url")) ??
+      (options.linkedFiles ? it.attachments.find((a) => isPdf(a) && a.linkMode === "linked_file") : undefined);
     if (pdf?.body) out.push({ itemKey: it.key, attachmentKey: pdf.key, md5: md5(pdf.body) });
   }
   return out;

@@ -32,7 +32,7 @@ describe("npm run demo", () => {
     const r = await run(process.execPath, [join(ROOT, ".tmp", "demo", "scripts", "demo.js"), "--exit", "--dir", dir], { DEMO_EXIT: "1" });
     expect(r.code, r.stdout + r.stderr).toBe(0);
 
-    const expected = importablePdfs(makeSampleLibrary()).length;
+    const expected = importablePdfs(makeSampleLibrary(), { linkedFiles: true }).length;
     const result = JSON.parse(readFileSync(join(dir, "demo-result.json"), "utf8")) as { exitCode: number; papers: number; expected: number; jobsCompleted: number; report: string };
     expect(result).toMatchObject({ exitCode: 0, papers: expected, expected, jobsCompleted: expected });
     const report = JSON.parse(readFileSync(result.report, "utf8")) as { exitCode: number; summary: { imported: number; failed: unknown[] } };

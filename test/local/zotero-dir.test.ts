@@ -66,7 +66,7 @@ function tree(dir: string): Map<string, string> {
 const run = (args: string[]) => runCli(["--zotero-dir", layout.dataDir, ...args], sandbox, { HOME: layout.home, TMPDIR: tmp });
 
 function expectAllImported() {
-  const want = importablePdfs(lib);
+  const want = importablePdfs(lib, { linkedFiles: true });
   expect(want.length).toBeGreaterThanOrEqual(12);
   expect(refserver.papers.size).toBe(want.length);
   for (const p of want) expect(refserver.papers.get(p.itemKey)?.md5, p.itemKey).toBe(p.md5);

@@ -37,6 +37,12 @@ describe("selecting importable items", () => {
     ]);
   });
 
+  it("imports a linked PDF only from a source that can read this computer's files", () => {
+    const items = [item({ attachments: [att({ linkMode: "linked_file" })] })];
+    expect(selectItems(items, { itemTypes: [], excludeTags: [], collectionKeys: [] }).skipped[0]!.reason).toBe("linked_file");
+    expect(selectItems(items, { itemTypes: [], excludeTags: [], collectionKeys: [], linkedFiles: true }).candidates).toHaveLength(1);
+  });
+
   it("uploads the first stored PDF when an item has several attachments", () => {
     const first = att({ filename: "first.pdf" });
     const { candidates } = selectItems([item({ attachments: [att({ linkMode: "linked_url" }), first, att({ filename: "second.pdf" })] })], { itemTypes: [], excludeTags: [], collectionKeys: [] });

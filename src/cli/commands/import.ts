@@ -40,6 +40,7 @@ export interface ImportFlags {
   json?: boolean | undefined;
   quiet?: boolean | undefined;
   verbose?: boolean | undefined;
+  zoteroDir?: string | undefined;
 }
 
 export interface CliIo {
@@ -90,7 +91,7 @@ function fsyncWrite(path: string, text: string): void {
 export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> {
   const verbosity: Verbosity = flags.quiet ? "quiet" : flags.verbose ? "verbose" : "normal";
   const isTty = Boolean(io.stderr.isTTY) && !io.env.CI;
-  const { config, warnings } = loadConfig(flags.config, { batchSize: flags.batchSize, delaySeconds: flags.delay }, io.env, io.cwd);
+  const { config, warnings } = loadConfig(flags.config, { batchSize: flags.batchSize, delaySeconds: flags.delay, zoteroDir: flags.zoteroDir }, io.env, io.cwd);
   const renderer: Renderer = flags.json || flags.dryRun ? (flags.json ? new SilentRenderer() : new LineRenderer(io.stderr, verbosity)) : isTty ? new BarRenderer(io.stderr, verbosity) : new LineRenderer(io.stderr, verbosity);
   const emit: Emit = (e) => renderer.onEvent(e);
   for (const w of warnings) {
@@ -154,6 +155,7 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
       itemTypes: config.import_options.item_types,
       excludeTags: config.import_options.exclude_tags,
       collectionKeys,
+      linkedFiles: source.readsLinkedFiles ?? false,
     });
 
     let client: RefServerClient | null = null;
