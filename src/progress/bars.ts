@@ -49,7 +49,7 @@ export class BarRenderer implements Renderer {
         }
         break;
       case "listed":
-        if (this.verbosity !== "quiet") this.log(`Listed ${e.items} Zotero items (${e.requests} request${e.requests === 1 ? "" : "s"}).`);
+        if (this.verbosity !== "quiet") this.log(`Listed ${e.items} Zotero items${e.requests > 0 ? ` (${e.requests} request${e.requests === 1 ? "" : "s"})` : ""}.`);
         break;
       case "planned":
         if (this.verbosity !== "quiet") {

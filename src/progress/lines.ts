@@ -24,7 +24,7 @@ export class LineRenderer implements Renderer {
         }
         break;
       case "listed":
-        if (v !== "quiet") this.line(`listed ${e.items} Zotero items in ${e.requests} request${e.requests === 1 ? "" : "s"} (library version ${e.libraryVersion}${e.since !== null ? `, changes since ${e.since}` : ""})`);
+        if (v !== "quiet") this.line(`listed ${e.items} Zotero items${e.requests > 0 ? ` in ${e.requests} request${e.requests === 1 ? "" : "s"}` : ""} (library version ${e.libraryVersion}${e.since !== null ? `, changes since ${e.since}` : ""})`);
         break;
       case "planned":
         if (v !== "quiet") {

@@ -1,4 +1,5 @@
-import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, runCli, startCli, waitFor } from "../helpers/cli.js";
@@ -184,5 +185,34 @@ describe("exit codes", () => {
     const r = await runCli([], sandbox);
     expect(r.code).toBe(75);
     expect(r.stderr).toMatch(/unreachable for over 0.3 s \(retry.give_up_after_seconds\)/);
+  });
+});
+
+describe("adaptive pacing", () => {
+  const report = (w: World): { pacing: { ceiling: number; finalLimit: number; decreases: number; peakInFlight: number } } => {
+    const dir = join(w.sandbox.stateDir, "import-from-zotero", "reports");
+    const files = readdirSync(dir).sort();
+    return JSON.parse(readFileSync(join(dir, files.at(-1)!), "utf8")) as { pacing: { ceiling: number; finalLimit: number; decreases: number; peakInFlight: number } };
+  };
+
+  it("lowers the uploads in flight when the server answers 'database is locked', and still imports everything", async () => {
+    world = await makeWorld({ library: { items: 24 }, sandbox: { batchSize: 8 }, refserver: { delayMs: 20 } });
+    world.refserver.lockNextUploads(12);
+    const r = await runCli([], world.sandbox);
+    expect(r.code, r.stderr).toBe(0);
+    expect(world.refserver.papers.size).toBe(24);
+    const { pacing } = report(world);
+    expect(pacing.ceiling).toBe(8);
+    expect(pacing.decreases).toBeGreaterThan(0);
+    expect(world.refserver.peakConcurrentUploads).toBeLessThanOrEqual(8);
+  });
+
+  it("keeps batch_size uploads in flight when adaptive_pacing is off", async () => {
+    world = await makeWorld({ library: { items: 12 }, sandbox: { batchSize: 4 }, refserver: { delayMs: 20 } });
+    writeFileSync(world.sandbox.configPath, readFileSync(world.sandbox.configPath, "utf8").replace("  delay_seconds: 0", "  delay_seconds: 0\n  adaptive_pacing: false"));
+    world.refserver.lockNextUploads(6);
+    const r = await runCli([], world.sandbox);
+    expect(r.code, r.stderr).toBe(0);
+    expect(report(world).pacing).toMatchObject({ decreases: 0, finalLimit: 4 });
   });
 });
