@@ -33,6 +33,7 @@ export async function run(args) {
   const items = Number(argValue(args, "--items", 500));
   const size = Number(argValue(args, "--size", 1024 * 1024));
   const concurrencies = String(argValue(args, "--concurrency", "4,8")).split(",").map(Number);
+  const repeats = Number(argValue(args, "--repeats", 1));
   const m = machine();
   const work = tempDir("throughput");
   try {
@@ -55,9 +56,11 @@ export async function run(args) {
     const rows = [];
     const polite = [];
     const cpuRows = [];
-    for (const c of concurrencies) {
+    const summary = new Map(); // c -> [{ imp, ceil }]
+    for (const c of concurrencies) for (let r = 0; r < repeats; r++) {
+      const run = repeats > 1 ? `, run ${r + 1}` : "";
       // Ceiling: fresh server, bare loop.
-      const sA = await startRefServer({ dataDir: join(work, `srv-ceiling-${c}`) });
+      const sA = await startRefServer({ dataDir: join(work, `srv-ceiling-${c}-${r}`) });
       let ceiling;
       let ceilServerCpu = NaN;
       let ceilOther = NaN;
@@ -75,7 +78,7 @@ export async function run(args) {
       const ceilOk = ceiling.statuses["200"] ?? 0;
 
       // Importer: fresh server, fresh fake Zotero, fresh sandbox.
-      const sB = await startRefServer({ dataDir: join(work, `srv-importer-${c}`) });
+      const sB = await startRefServer({ dataDir: join(work, `srv-importer-${c}-${r}`) });
       const zot = new FakeZotero({ library: lib });
       await zot.start();
       let firstFileAt = null;
@@ -111,8 +114,10 @@ export async function run(args) {
       const ceil = { items: ceilOk, wall: ceiling.wallMs / 1000, loop: ceiling.loopMs / 1000 };
       const ratioWall = imp.items / imp.wall / (ceil.items / ceil.wall);
       const ratioPipe = imp.items / imp.pipe / (ceil.items / ceil.loop);
+      if (!summary.has(c)) summary.set(c, []);
+      summary.get(c).push({ imp: imp.wall, ceil: ceil.wall, ok: imp.items === items && ceil.items === items, ratio: ratioWall });
       rows.push([
-        `importer (batch_size ${c})`,
+        `importer (batch_size ${c}${run})`,
         `${onServer}/${items} (exit ${res.code})`,
         fmt(imp.wall, 2),
         fmt(imp.items / imp.wall, 1),
@@ -122,7 +127,7 @@ export async function run(args) {
         `**${fmt(ratioWall, 2)}** (phase: ${fmt(ratioPipe, 2)})`,
       ]);
       rows.push([
-        `ceiling: bare undici loop, ${c} at a time`,
+        `ceiling: bare undici loop, ${c} at a time${run}`,
         `${ceilOk}/${items}`,
         fmt(ceil.wall, 2),
         fmt(ceil.items / ceil.wall, 1),
@@ -134,7 +139,7 @@ export async function run(args) {
       const ncpu = Number(m.nproc) || 2;
       console.error(`throughput c=${c}: importer ${fmt(imp.wall, 2)} s, ceiling ${fmt(ceil.wall, 2)} s, other CPU ${fmt(impOther, 1)}/${fmt(ceilOther, 1)} s`);
       cpuRows.push([
-        `importer (batch_size ${c})`,
+        `importer (batch_size ${c}${run})`,
         fmt(res.cpuS, 2),
         fmt(impServerCpu, 2),
         fmt(fakeCpu, 2),
@@ -144,7 +149,7 @@ export async function run(args) {
         fmt(impOther, 2),
       ]);
       cpuRows.push([
-        `ceiling (${c} at a time)`,
+        `ceiling (${c} at a time${run})`,
         fmt(ceiling.cpuS, 2),
         fmt(ceilServerCpu, 2),
         "–",
@@ -155,7 +160,7 @@ export async function run(args) {
       ]);
       const listing = zot.listingRequestCount({ includeFaulted: true });
       polite.push([
-        `${items} parents, 1 stored PDF each (batch_size ${c})`,
+        `${items} parents, 1 stored PDF each (batch_size ${c}${run})`,
         items,
         listing,
         fmt((listing / items) * 100, 2),
@@ -165,10 +170,20 @@ export async function run(args) {
         zot.peakStorageInFlight,
       ]);
     }
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const sumRows = [...summary].map(([c, ps]) => {
+      const bestImp = Math.min(...ps.map((p) => p.imp));
+      const bestCeil = Math.min(...ps.map((p) => p.ceil));
+      return [`batch_size ${c}`, ps.length, ps.map((p) => fmt(p.ratio, 2)).join(", "), fmt(median(ps.map((p) => p.ratio)), 2), `${fmt(bestImp, 2)} / ${fmt(bestCeil, 2)}`, `**${fmt(bestCeil / bestImp, 2)}**`];
+    });
     const text = [
       `${items} items × ${size} B (${mb(totalBytes, 0)} MiB) through the fake Zotero Web API (test/helpers/fake-zotero.ts, in the benchmark process, files in memory) and refserver-lite as a real process with \`--no-worker\` (this measures the transfer path; no PDF parsing), both on 127.0.0.1. Fresh server data directory and fresh importer state for every row. "wall" = spawn to exit of the process (importer: config, listing, login, downloads with MD5 + fsync to the cache, uploads, journal fsyncs; ceiling: login + uploads). "transfer phase" = importer: first \`/file\` request to exit; ceiling: the upload loop alone. Ratio = importer items/s ÷ ceiling items/s (target ≥ 0.8), on wall time, and in brackets on the transfer phase.`,
       "",
       table(["run", "on server", "wall s", "items/s", "MiB/s", "transfer phase", "peak RSS MiB", "ratio (target ≥ 0.8)"], rows),
+      "",
+      "Ratio per pair (each pair = one ceiling run, then one importer run), and best of the runs (the least disturbed by other load on the machine: best importer wall vs best ceiling wall):",
+      "",
+      table(["concurrency", "pairs", "ratio per pair", "median ratio", "best wall s, importer / ceiling", "best-of ratio (target ≥ 0.8)"], sumRows),
       "",
       `CPU time in the same runs (user + system, from /proc/PID/stat; the fake Zotero runs in the benchmark process; ${m.nproc} cores available):`,
       "",
