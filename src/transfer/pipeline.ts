@@ -32,6 +32,8 @@ export interface PipelineOptions {
   hardStop: AbortSignal;
   /** At most this many Zotero downloads at once (Zotero's politeness limit). */
   maxZoteroConcurrent?: number;
+  /** Items that may download ahead of the uploads in flight (default min(4, batchSize)). */
+  prefetch?: number;
 }
 
 export interface ItemResult {
@@ -158,7 +160,11 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
     }
   };
 
-  const slots = pLimit(o.batchSize);
+  // Uploads in flight are bounded by the client's pacer (batch_size at most). Without a pause
+  // between batches, up to `prefetch` more items download meanwhile, so no upload slot waits
+  // for a download; with a pause, a batch is exactly batch_size items.
+  const prefetch = o.delayMs > 0 ? 0 : (o.prefetch ?? Math.min(4, o.batchSize));
+  const slots = pLimit(o.batchSize + prefetch);
   const batches: Candidate[][] = [];
   if (o.delayMs > 0) {
     for (let i = 0; i < o.candidates.length; i += o.batchSize) batches.push(o.candidates.slice(i, i + o.batchSize));

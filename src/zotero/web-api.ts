@@ -160,9 +160,15 @@ export class ZoteroWebApi implements ZoteroSource {
   async list(options: ListOptions = {}): Promise<Listing> {
     const before = this.requests;
     const since = options.since;
-    const all = await this.fetchAll("/items", since !== undefined ? { since: String(since) } : {}, options.signal);
-    let objects = all.objects;
-    let version = all.version;
+    const sinceQuery: Record<string, string> = since !== undefined ? { since: String(since) } : {};
+    // Top-level items and all attachments: every object we need, and none of the child notes
+    // (often as many as the papers), so fewer pages. Both listings run at once.
+    const [top, attachments] = await Promise.all([
+      this.fetchAll("/items/top", sinceQuery, options.signal),
+      this.fetchAll("/items", { ...sinceQuery, itemType: "attachment" }, options.signal),
+    ]);
+    let objects = top.objects.concat(attachments.objects);
+    let version = Math.max(top.version, attachments.version);
     if (since !== undefined) {
       // Incremental: bring in parents of changed attachments, children of changed parents
       // are already there when they changed; plus the unfinished keys of earlier runs.

@@ -38,8 +38,8 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     for (const { parentKey, body } of pairs(world)) {
       expect(world.refserver.papers.get(parentKey)?.md5).toBe(md5(body));
     }
-    // 500 objects (parents + attachments) at 100 a page: 5 listing requests, not one per item.
-    expect(world.zotero.listingRequestCount(), world.zotero.log.filter((l) => l.route !== "item/file" && l.route !== "storage").map((l) => `${l.route}?${l.rawQuery}`).join(" ")).toBe(5);
+    // 250 parents and 250 attachments, listed apart at 100 a page: 3 + 3 requests, not one per item.
+    expect(world.zotero.listingRequestCount(), world.zotero.log.filter((l) => l.route !== "item/file" && l.route !== "storage").map((l) => `${l.route}?${l.rawQuery}`).join(" ")).toBe(6);
     expect(world.zotero.peakInFlight).toBeLessThanOrEqual(4);
     expect(world.zotero.storageKeyLeaks).toHaveLength(0);
     expect(r.stdout).toMatch(/Imported 250, already on the server 0/);
@@ -237,5 +237,19 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(fresh.code, fresh.stderr).toBe(0);
     expect(world.zotero.downloadsByKey.get(attachmentKey)).toBe(2);
     expect(world.refserver.papers.has(parentKey)).toBe(true);
+  });
+
+  it("does not page through child notes: they cost no listing request", async () => {
+    world = await makeWorld({
+      library: { items: 0 },
+      build: (lib) => {
+        for (let i = 0; i < 100; i++) lib.addNote(lib.addParentWithPdf().parentKey);
+      },
+    });
+    const r = await runCli(["--dry-run", "--json"], world.sandbox);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { counts: { import: number } }).counts.import).toBe(100);
+    // 300 objects, but only the 100 parents and 100 attachments are listed: one page each.
+    expect(world.zotero.listingRequestCount()).toBe(2);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * A small fake of Zotero 7's local API on 127.0.0.1: `/api/users/0/items`, `/collections`
+ * A small fake of Zotero 7's local API on 127.0.0.1: `/api/users/0/items` (and `/items/top`, `itemType=`), `/collections`
  * (paged with limit/start, Link and Total-Results, Last-Modified-Version), and
  * `/items/KEY/file`, which answers 302 to a `file://` URL as Zotero does.
  * Requests for another user than 0 get 400 as in Zotero; every request is logged.
@@ -56,12 +56,16 @@ export class FakeLocalApi {
         return send(302, "", { Location: pathToFileURL(path).href });
       }
       let objects: { key: string; version: number; data: Record<string, unknown> }[];
-      if (rest === "/items") {
+      if (rest === "/items" || rest === "/items/top") {
         objects = this.data.items.filter((i) => !i.data.deleted || url.searchParams.get("includeTrashed") === "1");
+        if (rest === "/items/top") objects = objects.filter((o) => typeof o.data.parentItem !== "string");
         const since = url.searchParams.get("since");
         if (since !== null && Number(since) !== 0) objects = objects.filter((o) => o.version > Number(since));
         const keys = url.searchParams.get("itemKey");
         if (keys) objects = objects.filter((o) => keys.split(",").includes(o.key));
+        // itemType=attachment, or its negation -attachment (the two forms the importer and tests use).
+        const type = url.searchParams.get("itemType");
+        if (type) objects = objects.filter((o) => (type.startsWith("-") ? o.data.itemType !== type.slice(1) : o.data.itemType === type));
       } else if (rest === "/collections") {
         objects = this.data.collections;
       } else {

@@ -34,36 +34,42 @@ describe("Zotero Web API client", () => {
     const all = Array.from({ length: 250 }, (_, i) => raw(keyOf(i)));
     all.push({ key: "ATTACH22", version: 4, data: { key: "ATTACH22", version: 4, itemType: "attachment", parentItem: keyOf(0), linkMode: "imported_file", contentType: "application/pdf", filename: "a.pdf", md5: "ABC" } } as never);
     const seen: string[] = [];
+    const page = (request: Request, path: string, objects: typeof all) => {
+      const url = new URL(request.url);
+      seen.push(`${path}${url.search}`);
+      expect(request.headers.get("zotero-api-key")).toBe("secret-key-123");
+      expect(request.headers.get("zotero-api-version")).toBe("3");
+      const start = Number(url.searchParams.get("start") ?? 0);
+      const limit = Number(url.searchParams.get("limit"));
+      const headers: Record<string, string> = { "Total-Results": String(objects.length), "Last-Modified-Version": "77" };
+      if (start + limit < objects.length) headers.Link = `<${url.origin}${url.pathname}?${new URLSearchParams({ ...Object.fromEntries(url.searchParams), start: String(start + limit) })}>; rel="next", <${BASE}/x?start=200>; rel="last"`;
+      return HttpResponse.json(objects.slice(start, start + limit), { headers });
+    };
+    const isAttachment = (o: (typeof all)[number]) => (o.data as { itemType: string }).itemType === "attachment";
     server.use(
+      http.get(`${BASE}/users/7/items/top`, ({ request }) => page(request, "items/top", all.filter((o) => !isAttachment(o)))),
       http.get(`${BASE}/users/7/items`, ({ request }) => {
-        const url = new URL(request.url);
-        seen.push(url.search);
-        expect(request.headers.get("zotero-api-key")).toBe("secret-key-123");
-        expect(request.headers.get("zotero-api-version")).toBe("3");
-        const start = Number(url.searchParams.get("start") ?? 0);
-        const limit = Number(url.searchParams.get("limit"));
-        const page = all.slice(start, start + limit);
-        const headers: Record<string, string> = { "Total-Results": String(all.length), "Last-Modified-Version": "77" };
-        if (start + limit < all.length) headers.Link = `<${BASE}/users/7/items?format=json&limit=${limit}&start=${start + limit}>; rel="next", <${BASE}/users/7/items?start=200>; rel="last"`;
-        return HttpResponse.json(page, { headers });
+        expect(new URL(request.url).searchParams.get("itemType")).toBe("attachment");
+        return page(request, "items", all.filter(isAttachment));
       }),
     );
     const client = makeClient();
     const listing = await client.list({});
-    expect(seen, seen.join(" ")).toHaveLength(3);
+    expect(seen, seen.join(" ")).toHaveLength(4);
     expect(listing.items).toHaveLength(250);
     expect(listing.libraryVersion).toBe(77);
-    expect(listing.requests).toBe(3);
+    expect(listing.requests).toBe(4);
     expect(listing.items[0]!.attachments.map((a) => [a.key, a.md5])).toEqual([["ATTACH22", "abc"]]);
   });
 
   it("waits for Retry-After on 429 and for Backoff before the next request", async () => {
     let calls = 0;
     server.use(
-      http.get(`${BASE}/users/7/items`, () => {
+      http.get(`${BASE}/users/7/items`, () => HttpResponse.json([], { headers: { "Total-Results": "0" } })),
+      http.get(`${BASE}/users/7/items/top`, () => {
         calls++;
         if (calls === 1) return new HttpResponse(null, { status: 429, headers: { "Retry-After": "5" } });
-        if (calls === 2) return HttpResponse.json([raw("AAAAAAAA")], { headers: { Backoff: "3", "Total-Results": "2", Link: `<${BASE}/users/7/items?start=1&limit=100>; rel="next"` } });
+        if (calls === 2) return HttpResponse.json([raw("AAAAAAAA")], { headers: { Backoff: "3", "Total-Results": "2", Link: `<${BASE}/users/7/items/top?start=1&limit=100>; rel="next"` } });
         return HttpResponse.json([raw("BBBBBBBB")], { headers: { "Total-Results": "2" } });
       }),
     );
@@ -76,7 +82,7 @@ describe("Zotero Web API client", () => {
   });
 
   it("turns a 403 into a clear authentication error without the key in it", async () => {
-    server.use(http.get(`${BASE}/users/7/items`, () => new HttpResponse("Forbidden", { status: 403 })));
+    server.use(http.get(`${BASE}/users/7/items*`, () => new HttpResponse("Forbidden", { status: 403 })));
     const error = await makeClient().list({}).catch((e: Error) => e);
     expect(error).toMatchObject({ code: "ZOTERO_AUTH" });
     expect((error as Error).message).toMatch(/zotero.api_key/);
