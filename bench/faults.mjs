@@ -55,6 +55,7 @@ export async function run(args) {
         try {
           const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: proxy.url, importOptions: { batch_size: batch, adaptive_pacing: cs.adaptive } });
           const res = await runImporter(sb, ["--quiet"], { timeoutMs: 900_000 });
+          if (res.code !== 0) console.error(`faults: importer exit ${res.code}: ${res.stderr.slice(-1500)}`);
           if (res.code === 2) notes.push(`adaptive_pacing=${cs.adaptive}: config refused (exit 2): ${res.stderr.trim().split("\n").pop()}`);
           const links = await serverLinks(srv.url, lib.libraryId);
           const uniq = new Set(links.map((l) => l.zotero_key)).size;

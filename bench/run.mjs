@@ -14,6 +14,8 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 const todo = names.length > 0 ? names : ALL;
+const { snapshotBuild } = await import("./lib/common.mjs");
+console.error(`code under test: ${snapshotBuild().source}`);
 let failed = 0;
 for (const name of todo) {
   const t0 = performance.now();

@@ -2,14 +2,58 @@
 // sandboxes, peak-RSS polling, tables, and appending results to BENCHMARKS.md.
 // Everything binds to 127.0.0.1; every wait is bounded.
 import { spawn, execSync } from "node:child_process";
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, totalmem, cpus, loadavg } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const IMPORTER_BIN = join(ROOT, "bin", "import-from-zotero.js");
-export const SERVER_BIN = join(ROOT, "server", "bin", "refserver-lite.js");
+/** The binaries the benchmarks run: a private snapshot of the build (see snapshotBuild). */
+export const BINS = {
+  importer: join(ROOT, "bin", "import-from-zotero.js"),
+  server: join(ROOT, "server", "bin", "refserver-lite.js"),
+  source: "working tree",
+};
+
+function git(cmd) {
+  try {
+    return execSync(`git ${cmd}`, { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Copy bin/ + dist/ (importer) and server/bin + server/dist into bench/out/snap, check both start,
+ * and run every benchmark from that copy: other sessions rebuilding dist/ meanwhile cannot
+ * change or break the code under measurement. Packages still resolve from ROOT/node_modules.
+ */
+export function snapshotBuild() {
+  const snap = join(ROOT, "bench", "out", "snap");
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    rmrf(snap);
+    cpSync(join(ROOT, "bin"), join(snap, "bin"), { recursive: true });
+    cpSync(join(ROOT, "dist"), join(snap, "dist"), { recursive: true });
+    cpSync(join(ROOT, "server", "bin"), join(snap, "server", "bin"), { recursive: true });
+    cpSync(join(ROOT, "server", "dist"), join(snap, "server", "dist"), { recursive: true });
+    const importer = join(snap, "bin", "import-from-zotero.js");
+    const server = join(snap, "server", "bin", "refserver-lite.js");
+    try {
+      execSync(`"${process.execPath}" "${importer}" --help`, { stdio: "ignore", timeout: 30_000 });
+      execSync(`"${process.execPath}" "${server}" --help`, { stdio: "ignore", timeout: 30_000 });
+    } catch {
+      console.error(`snapshot of the build does not start (a rebuild in progress?): attempt ${attempt} of 5`);
+      execSync("sleep 5");
+      continue;
+    }
+    const dirty = git("status --porcelain -- src server/src").split("\n").filter(Boolean).length;
+    BINS.importer = importer;
+    BINS.server = server;
+    BINS.source = `commit ${git("rev-parse --short HEAD") || "?"}${dirty ? ` + ${dirty} uncommitted file(s) under src/ or server/src/ (other sessions' work in progress)` : ""}, built by npm run build, snapshot at ${new Date().toISOString()}`;
+    return BINS;
+  }
+  throw new Error("could not take a working snapshot of dist/ in 5 attempts");
+}
 export const BENCHMARKS_MD = join(ROOT, "BENCHMARKS.md");
 export const ADMIN = { user: "bench", password: "bench-password-1" };
 
@@ -139,6 +183,7 @@ export function report({ title, command, m, text }) {
     `### ${title} (${m.date})`,
     "",
     `Command: \`${command}\``,
+    `Code: ${BINS.source}`,
     `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem} (free: ${m.memLine}), Node ${m.node}, ${m.platform}; load average ${m.load} at the start, ${loadavg().map((x) => x.toFixed(2)).join(" ")} at the end (the machine is shared: other sessions' builds and tests may run meanwhile)`,
     "",
     text.trim(),
@@ -156,7 +201,7 @@ export function report({ title, command, m, text }) {
 
 export async function startRefServer({ dataDir, worker = false, extra = [], timeoutMs = 30_000 } = {}) {
   mkdirSync(dataDir, { recursive: true });
-  const args = [SERVER_BIN, "--data", dataDir, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn", ...(worker ? [] : ["--no-worker"]), ...extra];
+  const args = [BINS.server, "--data", dataDir, "--host", "127.0.0.1", "--port", "0", "--log-level", "warn", ...(worker ? [] : ["--no-worker"]), ...extra];
   const child = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH, HOME: dataDir, REFSERVER_ADMIN_USER: ADMIN.user, REFSERVER_ADMIN_PASSWORD: ADMIN.password },
     stdio: ["ignore", "pipe", "pipe"],
@@ -262,7 +307,7 @@ export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 
   const t0 = performance.now();
   // BENCH_IMPORTER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to the importer's node only.
   const nodeArgs = (process.env.BENCH_IMPORTER_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, IMPORTER_BIN, "--config", sandbox.configPath, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, BINS.importer, "--config", sandbox.configPath, ...args], {
     cwd: sandbox.dir,
     env: sandbox.env,
     stdio: ["ignore", "pipe", "pipe"],
@@ -279,12 +324,16 @@ export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 
     timedOut = true;
     child.kill("SIGKILL");
   }, timeoutMs);
-  return new Promise((resolveRun) => {
+  return new Promise((resolveRun, rejectRun) => {
     // Read VmHWM one last time right before the process is reaped is not possible from here;
     // the poll every pollMs catches the plateau (VmHWM never decreases).
     child.on("close", (code, signal) => {
       clearTimeout(killer);
       const { peak, samples, cpu } = rss.stop();
+      if (code !== 0 && /SyntaxError|ERR_MODULE_NOT_FOUND|Cannot find module/.test(stderr)) {
+        rejectRun(new Error(`the importer did not start (broken build?), stopping: ${stderr.slice(-1500)}`));
+        return;
+      }
       resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, cpuS: cpu, stdout, stderr, pid: child.pid, t0 });
     });
   });

@@ -35,7 +35,10 @@ export function makeLiteLibrary({ items, file, libraryId = 475425, apiKey = "P9N
     objects.push({ kind: "att", key: ak, parent: pk, version: startVersion + 2 * i + 2, i });
   }
   const byKey = new Map(objects.map((o) => [o.key, o]));
-  return { libraryId, apiKey, objects, byKey, file, version: startVersion + 2 * items, prefix: `/users/${libraryId}` };
+  // Precomputed listings, each in version order: all objects, top-level (the parents), attachments.
+  const parents = objects.filter((o) => o.kind === "parent");
+  const atts = objects.filter((o) => o.kind === "att");
+  return { libraryId, apiKey, objects, parents, atts, byKey, file, version: startVersion + 2 * items, prefix: `/users/${libraryId}` };
 }
 
 const TOPICS = ["Graph", "Entropy", "Lattice", "Sparse", "Quantum", "Fossil", "Protein", "Neural"];
@@ -178,9 +181,19 @@ export class LiteZotero {
       this.listingRequests++;
       return this.send(res, 200, [], { ...common, "Total-Results": "0" });
     }
-    if (rest !== "/items" && rest !== "/items/") return this.send(res, 404, "Not found");
+    const isTop = rest === "/items/top" || rest === "/items/top/";
+    if (rest !== "/items" && rest !== "/items/" && !isTop) return this.send(res, 404, "Not found");
     this.listingRequests++;
-    let objs = lib.objects;
+    let objs = isTop ? lib.parents : lib.objects;
+    const itemType = url.searchParams.get("itemType");
+    if (itemType) {
+      // Zotero syntax: "a || b", or "-a" for "not a". Parents are journalArticle, the rest attachment.
+      const neg = itemType.startsWith("-");
+      const types = (neg ? itemType.slice(1) : itemType).split("||").map((t) => t.trim());
+      const wantAtt = types.includes("attachment") !== neg;
+      const wantParent = types.includes("journalArticle") !== neg;
+      objs = objs === lib.parents ? (wantParent ? lib.parents : []) : wantAtt && wantParent ? lib.objects : wantAtt ? lib.atts : wantParent ? lib.parents : [];
+    }
     const since = url.searchParams.get("since");
     if (since !== null) {
       const v = Number(since);
