@@ -140,12 +140,14 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
       collectionKeys = resolved.keys;
     }
     const filter = filterSignature(config, collectionKeys);
-    const saved = state.syncVersions.get(filter);
-    const since = flags.since ?? saved;
-    const unfinished = [...state.items.values()].filter((s) => s.status === "failed" || s.status === "started");
-    const alsoKeys = unfinished.map((s) => s.key);
+    const unfinished = new Set([...state.items.values()].filter((s) => s.status === "failed" || s.status === "started").map((s) => s.key));
+    const also = new Set(unfinished);
     // The attachment keys of unfinished items, so their PDFs come along in incremental listings.
-    for (const r of read.records) if (r.t === "item" && r.scope === scope && r.att && alsoKeys.includes(r.key) && !alsoKeys.includes(r.att)) alsoKeys.push(r.att);
+    for (const r of read.records) if (r.t === "item" && r.scope === scope && r.att && unfinished.has(r.key)) also.add(r.att);
+    const alsoKeys = [...also];
+    // Fetching thousands of unfinished keys 50 at a time costs more than listing everything.
+    const saved = alsoKeys.length > 2_000 ? undefined : state.syncVersions.get(filter);
+    const since = flags.since ?? saved;
 
     const listing = await source.list({ since, alsoKeys, signal: io.hardStop });
     emit({ type: "listed", items: listing.items.length, requests: listing.requests + collectionRequests, libraryVersion: listing.libraryVersion, since: since ?? null });
