@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { ImportError } from "../errors.js";
 import type { JournalRecord } from "./records.js";
@@ -71,10 +71,52 @@ export class Journal {
     return new Journal(path, fd);
   }
 
+  /** Append and fsync before returning (for the few records outside the transfer pipeline). */
   append(record: JournalRecord): void {
     if (this.fd === null) throw new Error("journal is closed");
     writeSync(this.fd, JSON.stringify(record) + "\n");
     fdatasyncSync(this.fd);
+  }
+
+  /** The sync under way, and the one queued for records written after it started. */
+  private syncing: Promise<void> | null = null;
+  private queued: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | null = null;
+
+  /**
+   * Append, and resolve once the record is on disk. Records written while a sync runs
+   * share the next one (group commit), off the main thread: workers wait for durability
+   * without stalling each other's transfers.
+   */
+  appendDurable(record: JournalRecord): Promise<void> {
+    if (this.fd === null) return Promise.reject(new Error("journal is closed"));
+    writeSync(this.fd, JSON.stringify(record) + "\n");
+    if (!this.syncing) return this.startSync();
+    if (!this.queued) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.queued = { promise, resolve, reject };
+    }
+    return this.queued.promise;
+  }
+
+  private startSync(): Promise<void> {
+    const fd = this.fd;
+    if (fd === null) return Promise.reject(new Error("journal is closed"));
+    this.syncing = new Promise<void>((resolve, reject) => {
+      fdatasync(fd, (error) => {
+        this.syncing = null;
+        const waiting = this.queued;
+        this.queued = null;
+        if (waiting) this.startSync().then(waiting.resolve, waiting.reject);
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+    return this.syncing;
   }
 
   close(): void {

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync, mkdirSync, openSync, fsyncSync, closeSync, renameSync, rmSync, statSync, readSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, mkdirSync, openSync, closeSync, renameSync, rmSync, statSync, readSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -30,6 +31,15 @@ export interface Downloaded {
 
 export function cachePathFor(cacheDir: string, attachment: Attachment): string {
   return join(cacheDir, `${attachment.key}.pdf`);
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 export async function md5File(path: string): Promise<string> {
@@ -98,12 +108,9 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
     { sleep: options.sleep, signal: options.signal, ...(options.onRetry ? { onRetry: options.onRetry } : {}) },
   );
 
-  const fd = openSync(partial, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  // Without an MD5 to check a cached file against on reuse, make it durable before the
+  // rename; with one, a file torn by a crash is caught (and fetched again) on reuse.
+  if (!attachment.md5) await fsyncFile(partial);
   if (!looksLikePdf(partial)) {
     rmSync(partial, { force: true });
     throw new ImportError("ZOTERO_BAD_DATA", `the stored file of ${attachment.key} is not a PDF (no %PDF- header)`);

@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import pLimit from "p-limit";
 import { ImportError, messageOf } from "../errors.js";
 import type { Journal } from "../journal/journal.js";
@@ -97,8 +97,8 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const hard = AbortSignal.any([o.hardStop, fatalStop.signal]);
   const downloads = pLimit(o.maxZoteroConcurrent ?? 4);
 
-  const record = (c: Candidate, fields: Partial<ItemRecord> & Pick<ItemRecord, "status">): void => {
-    o.journal.append({
+  const record = (c: Candidate, fields: Partial<ItemRecord> & Pick<ItemRecord, "status">): Promise<void> =>
+    o.journal.appendDurable({
       t: "item",
       ts: new Date().toISOString(),
       run: o.runId,
@@ -109,11 +109,10 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       title: c.item.title.slice(0, 200),
       ...fields,
     });
-  };
 
   const processOne = async (c: Candidate): Promise<ItemResult> => {
     const title = c.item.title || c.attachment.title || c.item.key;
-    record(c, { status: "started" });
+    await record(c, { status: "started" });
     o.emit({ type: "item-start", key: c.item.key, title });
     const onRetry = (what: string) => (info: { error: ImportError; attempt: number; delayMs: number }): void => {
       retries++;
@@ -136,8 +135,8 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
       const meta = metadataFor(c, o.libraryId);
       const outcome = await o.client.upload(meta, file.path, uploadFilename(c.attachment.filename ?? c.attachment.title, c.attachment.key), hard, (i) => onRetry("upload")(i));
       const via = outcome.kind === "imported" ? "uploaded" : "already";
-      record(c, { status: "done", via, docId: outcome.docId, bytes: file.size });
-      rmSync(file.path, { force: true });
+      await record(c, { status: "done", via, docId: outcome.docId, bytes: file.size });
+      await rm(file.path, { force: true });
       o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
       return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size };
     } catch (raw) {
@@ -147,12 +146,12 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         return { candidate: c, outcome: "interrupted" };
       }
       if (error.code === "ZOTERO_FILE_MISSING") {
-        record(c, { status: "skipped", code: error.code, error: error.message, permanent: true });
+        await record(c, { status: "skipped", code: error.code, error: error.message, permanent: true });
         o.emit({ type: "item-skipped", key: c.item.key, title, reason: "file_missing", detail: error.message });
         return { candidate: c, outcome: "skipped", code: error.code, message: error.message };
       }
       const permanent = PERMANENT.has(error.code);
-      record(c, { status: "failed", code: error.code, error: error.message, permanent });
+      await record(c, { status: "failed", code: error.code, error: error.message, permanent });
       o.emit({ type: "item-failed", key: c.item.key, title, code: error.code, message: error.message, permanent });
       if (error.code === "REFSERVER_AUTH" || error.code === "ZOTERO_AUTH") stopAll("auth", error);
       else if (error.connection) stopAll("server-unavailable", error);

@@ -28,6 +28,21 @@ describe("journal", () => {
     expect([...state.items.keys()]).toEqual(["AAAAAAAA", "CCCCCCCC"]);
   });
 
+  it("group-commits concurrent durable appends: every record lands, each on its own line", async () => {
+    const path = join(dir(), "cp.ndjson");
+    const j = Journal.open(path);
+    const keys = Array.from({ length: 50 }, (_, i) => `K${String(i).padStart(7, "2")}`);
+    await Promise.all(keys.map((key) => j.appendDurable({ t: "item", ts: "t", run: "r", scope: "s", key, version: 1, status: "done" })));
+    // And a second wave while nothing is syncing.
+    await j.appendDurable({ t: "run", ts: "t", run: "r", scope: "s", event: "end" });
+    j.close();
+    const { records, badLines } = readJournal(path);
+    expect(badLines).toBe(0);
+    expect(records).toHaveLength(51);
+    expect(new Set(records.flatMap((r) => (r.t === "item" ? [r.key] : [])))).toEqual(new Set(keys));
+    await expect(j.appendDurable({ t: "run", ts: "t", run: "r", scope: "s", event: "end" })).rejects.toThrow(/closed/);
+  });
+
   it("counts a corrupt line in the middle instead of failing", () => {
     const path = join(dir(), "cp.ndjson");
     writeFileSync(path, '{"t":"run","ts":"t","run":"r","scope":"s","event":"start"}\nnot json\n{"t":"run","ts":"t","run":"r","scope":"s","event":"end"}\n');
