@@ -10,31 +10,54 @@ export interface ReadResult {
   tornTail: boolean;
 }
 
-/** Read every record; a torn (partial) last line is ignored, other bad lines are counted. */
-export function readJournal(path: string): ReadResult {
-  if (!existsSync(path)) return { records: [], badLines: 0, tornTail: false };
+export interface ScanResult {
+  /** Lines that could not be parsed (a torn last line is expected after a crash). */
+  badLines: number;
+  tornTail: boolean;
+}
+
+export interface ReadResult extends ScanResult {
+  records: JournalRecord[];
+}
+
+/**
+ * Hand every record to `onRecord`, one line at a time, keeping none: a torn (partial)
+ * last line is ignored, other bad lines are counted.
+ */
+export function scanJournal(path: string, onRecord: (record: JournalRecord) => void): ScanResult {
+  if (!existsSync(path)) return { badLines: 0, tornTail: false };
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
     throw new ImportError("CHECKPOINT_INVALID", `checkpoint ${path} cannot be read (${(error as NodeJS.ErrnoException).code}): check its permissions or pass --checkpoint`);
   }
-  const lines = text.split("\n");
-  const tornTail = lines.length > 0 && lines[lines.length - 1] !== "";
-  const records: JournalRecord[] = [];
+  const tornTail = text.length > 0 && !text.endsWith("\n");
   let badLines = 0;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!;
+  let start = 0;
+  while (start < text.length) {
+    let end = text.indexOf("\n", start);
+    const last = end === -1;
+    if (last) end = text.length;
+    const line = text.slice(start, end);
+    start = end + 1;
     if (line === "") continue;
     try {
       const r = JSON.parse(line) as JournalRecord;
-      if (r && typeof r === "object" && typeof r.t === "string") records.push(r);
+      if (r && typeof r === "object" && typeof r.t === "string") onRecord(r);
       else badLines++;
     } catch {
-      if (!(i === lines.length - 1 && tornTail)) badLines++;
+      if (!(last && tornTail)) badLines++;
     }
   }
-  return { records, badLines, tornTail };
+  return { badLines, tornTail };
+}
+
+/** Read every record (for `status`, which looks at every scope). */
+export function readJournal(path: string): ReadResult {
+  const records: JournalRecord[] = [];
+  const scan = scanJournal(path, (r) => records.push(r));
+  return { records, ...scan };
 }
 
 /**

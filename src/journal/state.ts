@@ -2,6 +2,8 @@ import type { ItemRecord, JournalRecord } from "./records.js";
 
 export interface ItemState {
   key: string;
+  /** The attachment uploaded (or to upload) for this item. */
+  att?: string | undefined;
   status: ItemRecord["status"];
   version: number;
   title?: string | undefined;
@@ -21,26 +23,28 @@ export interface JournalState {
   runs: number;
 }
 
-/** Pure reducer: the records of one scope → where each item stands. Done is final. */
-export function reduceJournal(records: Iterable<JournalRecord>, scope: string): JournalState {
-  const items = new Map<string, ItemState>();
-  const syncVersions = new Map<string, number>();
-  let runs = 0;
-  for (const r of records) {
-    if (r.scope !== scope) continue;
+/** Folds the records of one scope, one at a time, into where each item stands. Done is final. */
+export class JournalReducer {
+  readonly state: JournalState = { items: new Map(), syncVersions: new Map(), runs: 0 };
+
+  constructor(private readonly scope: string) {}
+
+  add(r: JournalRecord): void {
+    if (r.scope !== this.scope) return;
     if (r.t === "run") {
-      if (r.event === "start") runs++;
-      continue;
+      if (r.event === "start") this.state.runs++;
+      return;
     }
     if (r.t === "sync") {
-      syncVersions.set(r.filter, r.version);
-      continue;
+      this.state.syncVersions.set(r.filter, r.version);
+      return;
     }
-    if (r.t !== "item" || typeof r.key !== "string") continue;
-    const prev = items.get(r.key);
-    if (prev?.status === "done") continue; // a key once on the server stays there
-    items.set(r.key, {
+    if (r.t !== "item" || typeof r.key !== "string") return;
+    const prev = this.state.items.get(r.key);
+    if (prev?.status === "done") return; // a key once on the server stays there
+    this.state.items.set(r.key, {
       key: r.key,
+      att: r.att ?? prev?.att,
       status: r.status,
       version: r.version,
       title: r.title ?? prev?.title,
@@ -53,7 +57,13 @@ export function reduceJournal(records: Iterable<JournalRecord>, scope: string): 
       ts: r.ts,
     });
   }
-  return { items, syncVersions, runs };
+}
+
+/** Pure: the records of one scope → where each item stands. */
+export function reduceJournal(records: Iterable<JournalRecord>, scope: string): JournalState {
+  const reducer = new JournalReducer(scope);
+  for (const r of records) reducer.add(r);
+  return reducer.state;
 }
 
 export interface StateCounts {

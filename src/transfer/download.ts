@@ -2,9 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync, mkdirSync, openSync, closeSync, renameSync, rmSync, statSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { ImportError } from "../errors.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
@@ -91,7 +90,7 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
         },
       });
       try {
-        await pipeline(Readable.fromWeb(file.body as NodeReadableStream<Uint8Array>), meter, createWriteStream(partial, { mode: 0o600 }), options.signal ? { signal: options.signal } : {});
+        await pipeline(file.body, meter, createWriteStream(partial, { mode: 0o600 }), options.signal ? { signal: options.signal } : {});
       } catch (error) {
         rmSync(partial, { force: true });
         if (options.signal?.aborted) throw new ImportError("INTERRUPTED", "download interrupted", { cause: error });

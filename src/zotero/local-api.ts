@@ -5,7 +5,6 @@
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import type { Dispatcher } from "undici";
 import { ImportError, messageOf } from "../errors.js";
@@ -136,6 +135,6 @@ export class ZoteroLocalApi implements ZoteroSource {
       }
       throw new ImportError("FILE_IO", `cannot read ${path}: ${code ?? messageOf(error)}`, { cause: error });
     }
-    return { body: Readable.toWeb(createReadStream(path)) as unknown as ReadableStream<Uint8Array>, size };
+    return { body: createReadStream(path), size };
   }
 }

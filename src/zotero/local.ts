@@ -9,7 +9,6 @@ import { copyFileSync, createReadStream, existsSync, mkdtempSync, rmSync, statSy
 import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join } from "node:path";
-import { Readable } from "node:stream";
 import { ImportError, messageOf } from "../errors.js";
 import { yearOf, type Attachment, type Collection, type Creator, type FileBody, type Item, type LibraryRef, type Listing, type ListOptions, type ZoteroSource } from "./types.js";
 
@@ -399,7 +398,7 @@ export class ZoteroLocalSource implements ZoteroSource {
       throw new ImportError("FILE_IO", `cannot read ${path}: ${code ?? messageOf(error)}`, { cause: error });
     }
     const stream = createReadStream(path);
-    return { body: Readable.toWeb(stream) as unknown as ReadableStream<Uint8Array>, size };
+    return { body: stream, size };
   }
 }
 

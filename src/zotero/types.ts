@@ -1,3 +1,5 @@
+import type { Readable } from "node:stream";
+
 /**
  * The normalised Zotero model every source produces. No transport fields:
  * the planner and pipeline never see HTTP or SQLite details.
@@ -76,7 +78,7 @@ export interface ListOptions {
 
 export interface FileBody {
   /** The PDF bytes as a stream; never buffered whole. */
-  body: ReadableStream<Uint8Array>;
+  body: Readable;
   size: number | null;
 }
 

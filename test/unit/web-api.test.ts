@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { http, HttpResponse } from "msw";
 import { setupServer } from "msw/node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -90,19 +92,31 @@ describe("Zotero Web API client", () => {
   });
 
   it("reports a 404 on /file as a missing file, and sends no key to the storage host", async () => {
+    // The storage host is a real server on 127.0.0.1: file bodies come through undici.request.
+    const storageHeaders: (string | undefined)[] = [];
+    const storage = createServer((req, res) => {
+      storageHeaders.push(req.headers["zotero-api-key"] as string | undefined);
+      res.writeHead(200, { "Content-Length": "13" }).end("%PDF-1.4 body");
+    });
+    await new Promise<void>((r) => storage.listen(0, "127.0.0.1", r));
+    const storageUrl = `http://127.0.0.1:${(storage.address() as AddressInfo).port}/abc/file.pdf`;
     server.use(
       http.get(`${BASE}/users/7/items/MISSING2/file`, () => new HttpResponse("Not found", { status: 404 })),
-      http.get(`${BASE}/users/7/items/PRESENT2/file`, () => new HttpResponse(null, { status: 302, headers: { Location: "https://storage.test/abc/file.pdf" } })),
-      http.get("https://storage.test/abc/file.pdf", ({ request }) => {
-        expect(request.headers.get("zotero-api-key")).toBeNull();
-        return new HttpResponse("%PDF-1.4 body", { headers: { "Content-Length": "13" } });
-      }),
+      http.get(`${BASE}/users/7/items/PRESENT2/file`, () => new HttpResponse(null, { status: 302, headers: { Location: storageUrl } })),
     );
-    const client = makeClient();
-    const a = { key: "MISSING2", version: 1, parentKey: null, title: "", linkMode: "imported_file", contentType: "application/pdf", filename: "x.pdf", md5: null, size: null };
-    await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING" });
-    const file = await client.openFile({ ...a, key: "PRESENT2" });
-    expect(await new Response(file.body).text()).toBe("%PDF-1.4 body");
+    try {
+      const client = makeClient();
+      const a = { key: "MISSING2", version: 1, parentKey: null, title: "", linkMode: "imported_file", contentType: "application/pdf", filename: "x.pdf", md5: null, size: null };
+      await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING" });
+      const file = await client.openFile({ ...a, key: "PRESENT2" });
+      let text = "";
+      for await (const chunk of file.body) text += String(chunk);
+      expect(text).toBe("%PDF-1.4 body");
+      expect(file.size).toBe(13);
+      expect(storageHeaders).toEqual([undefined]);
+    } finally {
+      storage.close();
+    }
   });
 
   it("reads the next page from a Link header", () => {

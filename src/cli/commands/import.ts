@@ -5,10 +5,10 @@ import { loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
 import { ImportError } from "../../errors.js";
 import { makeAgent } from "../../http/agent.js";
-import { Journal, readJournal } from "../../journal/journal.js";
+import { Journal, scanJournal } from "../../journal/journal.js";
 import { acquireLock } from "../../journal/lock.js";
 import { scopeOf } from "../../journal/records.js";
-import { reduceJournal, type JournalState } from "../../journal/state.js";
+import { JournalReducer, type JournalState } from "../../journal/state.js";
 import { makePlan, type Plan } from "../../plan/plan.js";
 import { resolveCollections, selectItems } from "../../plan/select.js";
 import { BarRenderer } from "../../progress/bars.js";
@@ -114,9 +114,11 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
   let journal: Journal | null = null;
   let closeSource: () => unknown = () => undefined;
   try {
-    const read = readJournal(journalPath);
-    if (read.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${read.badLines} unreadable line(s)` });
-    const state: JournalState = reduceJournal(read.records, scope);
+    // Fold the journal line by line: only where each item stands is kept, not every record.
+    const reducer = new JournalReducer(scope);
+    const scan = scanJournal(journalPath, (r) => reducer.add(r));
+    if (scan.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${scan.badLines} unreadable line(s)` });
+    const state: JournalState = reducer.state;
 
     const source = makeSource(config, {
       dispatcher: zoteroAgent,
@@ -140,10 +142,13 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
       collectionKeys = resolved.keys;
     }
     const filter = filterSignature(config, collectionKeys);
-    const unfinished = new Set([...state.items.values()].filter((s) => s.status === "failed" || s.status === "started").map((s) => s.key));
-    const also = new Set(unfinished);
-    // The attachment keys of unfinished items, so their PDFs come along in incremental listings.
-    for (const r of read.records) if (r.t === "item" && r.scope === scope && r.att && unfinished.has(r.key)) also.add(r.att);
+    // Unfinished items and their attachments, so their PDFs come along in incremental listings.
+    const also = new Set<string>();
+    for (const s of state.items.values()) {
+      if (s.status !== "failed" && s.status !== "started") continue;
+      also.add(s.key);
+      if (s.att) also.add(s.att);
+    }
     const alsoKeys = [...also];
     // Fetching thousands of unfinished keys 50 at a time costs more than listing everything.
     const saved = alsoKeys.length > 2_000 ? undefined : state.syncVersions.get(filter);
