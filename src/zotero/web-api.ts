@@ -1,6 +1,4 @@
 import pLimit, { type LimitFunction } from "p-limit";
-import { Readable } from "node:stream";
-import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
 import { classifyNetworkError } from "../retry/classify.js";
@@ -66,7 +64,7 @@ export class ZoteroWebApi implements ZoteroSource {
   }
 
   /** One API request with retries, under the concurrency limit and the shared gate. */
-  private async request(url: string, what: string, signal?: AbortSignal, redirect: "follow" | "manual" = "follow", withKey = true): Promise<Response> {
+  private async request(url: string, what: string, signal?: AbortSignal): Promise<Response> {
     return withRetry(
       () =>
         this.limit(async () => {
@@ -75,8 +73,7 @@ export class ZoteroWebApi implements ZoteroSource {
           let response: Response;
           try {
             const init: RequestInit = {
-              headers: withKey ? { "Zotero-API-Version": "3", "Zotero-API-Key": this.options.apiKey } : {},
-              redirect,
+              headers: { "Zotero-API-Version": "3", "Zotero-API-Key": this.options.apiKey },
               ...(signal ? { signal } : {}),
               // undici 7's Agent drives Node 20's bundled fetch; only their type packages differ.
               ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher as unknown as RequestInit["dispatcher"] } : {}),
@@ -87,7 +84,7 @@ export class ZoteroWebApi implements ZoteroSource {
           }
           const backoff = parseRetryAfter(response.headers.get("backoff"), this.clock());
           if (backoff) this.pushGate(backoff, "Zotero asked to back off");
-          if (response.ok || (redirect === "manual" && response.status >= 300 && response.status < 400)) return response;
+          if (response.ok) return response;
           await response.text().catch(() => "");
           throw this.httpError(response, what);
         }),
@@ -203,40 +200,25 @@ export class ZoteroWebApi implements ZoteroSource {
   }
 
   async openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody> {
-    const url = `${this.base}/items/${encodeURIComponent(attachment.key)}/file`;
-    let response: Response;
-    try {
-      response = await this.request(url, `file of ${attachment.key}`, signal, "manual");
-    } catch (error) {
-      if (error instanceof ImportError && error.code === "ZOTERO_NOT_FOUND") {
-        throw new ImportError("ZOTERO_FILE_MISSING", "file not in Zotero storage (404): it was never synced to zotero.org (WebDAV or file sync off)", { status: 404 });
-      }
-      throw error;
-    }
-    if (response.status < 300) {
-      if (!response.body) throw new ImportError("ZOTERO_BAD_DATA", `Zotero file of ${attachment.key}: empty answer`);
-      return { body: Readable.fromWeb(response.body as NodeReadableStream<Uint8Array>), size: sizeOf(response.headers.get("content-length")) };
-    }
-    let target: string = url;
-    for (let hops = 1; ; hops++) {
-      const location = response.headers.get("location");
-      void response.body?.cancel().catch(() => undefined);
-      if (!location || hops > 5) throw new ImportError("ZOTERO_HTTP", `Zotero file of ${attachment.key}: a redirect without a usable Location`);
-      target = new URL(location, target).toString();
+    const what = `file of ${attachment.key}`;
+    let target = `${this.base}/items/${encodeURIComponent(attachment.key)}/file`;
+    let next = await this.download(target, what, true, signal, "file not in Zotero storage (404): it was never synced to zotero.org (WebDAV or file sync off)");
+    for (let hops = 1; !("body" in next); hops++) {
+      if (hops > 5) throw new ImportError("ZOTERO_HTTP", `Zotero ${what}: too many redirects`);
+      target = new URL(next.location, target).toString();
       // The storage host gets no API key: only Zotero's own API sees it.
-      const sameOrigin = new URL(target).origin === new URL(this.options.baseUrl).origin && new URL(target).pathname.startsWith(new URL(this.base).pathname);
-      const next = await this.download(target, `file of ${attachment.key}`, sameOrigin, signal);
-      if ("body" in next) return next;
-      response = new Response(null, { status: 302, headers: { location: next.location } });
+      const ours = new URL(target).origin === new URL(this.options.baseUrl).origin && new URL(target).pathname.startsWith(new URL(this.base).pathname);
+      next = await this.download(target, what, ours, signal, `Zotero ${what}: the storage host has no such file (404)`);
     }
+    return next;
   }
 
   /**
-   * GET a file body as a Node stream through undici.request: the bytes of a PDF never pass
-   * through web streams (which cost a third more CPU here). Retried, limited and gated like
-   * every other request.
+   * GET a file (or its redirect) through undici.request: the bytes of a PDF come as a Node
+   * stream, never through fetch's web streams (a third more CPU here). Retried, limited and
+   * gated like every other request; a redirect is handed back, not followed.
    */
-  private async download(url: string, what: string, withKey: boolean, signal?: AbortSignal): Promise<FileBody | { location: string }> {
+  private async download(url: string, what: string, withKey: boolean, signal: AbortSignal | undefined, notFound: string): Promise<FileBody | { location: string }> {
     return withRetry(
       () =>
         this.limit(async () => {
@@ -261,7 +243,7 @@ export class ZoteroWebApi implements ZoteroSource {
           await res.body.dump().catch(() => undefined);
           const location = header("location");
           if (res.statusCode >= 300 && res.statusCode < 400 && location) return { location };
-          if (res.statusCode === 404) throw new ImportError("ZOTERO_FILE_MISSING", `Zotero ${what}: the storage host has no such file (404)`, { status: 404 });
+          if (res.statusCode === 404) throw new ImportError("ZOTERO_FILE_MISSING", notFound, { status: 404 });
           throw this.httpError({ status: res.statusCode, headers: { get: header } }, what);
         }),
       this.options.retry,

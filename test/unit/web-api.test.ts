@@ -92,30 +92,38 @@ describe("Zotero Web API client", () => {
   });
 
   it("reports a 404 on /file as a missing file, and sends no key to the storage host", async () => {
-    // The storage host is a real server on 127.0.0.1: file bodies come through undici.request.
-    const storageHeaders: (string | undefined)[] = [];
-    const storage = createServer((req, res) => {
-      storageHeaders.push(req.headers["zotero-api-key"] as string | undefined);
-      res.writeHead(200, { "Content-Length": "13" }).end("%PDF-1.4 body");
+    // File requests go through undici.request (not fetch): a real Zotero stand-in on 127.0.0.1.
+    const seen: { url: string; key: string | undefined }[] = [];
+    const zotero = createServer((req, res) => {
+      seen.push({ url: req.url ?? "", key: req.headers["zotero-api-key"] as string | undefined });
+      if (req.url === "/users/7/items/MISSING2/file") return void res.writeHead(404).end("Not found");
+      if (req.url === "/users/7/items/PRESENT2/file") return void res.writeHead(302, { Location: "/storage/abc/file.pdf" }).end();
+      if (req.url === "/storage/abc/file.pdf") return void res.writeHead(200, { "Content-Length": "13" }).end("%PDF-1.4 body");
+      res.writeHead(500).end();
     });
-    await new Promise<void>((r) => storage.listen(0, "127.0.0.1", r));
-    const storageUrl = `http://127.0.0.1:${(storage.address() as AddressInfo).port}/abc/file.pdf`;
-    server.use(
-      http.get(`${BASE}/users/7/items/MISSING2/file`, () => new HttpResponse("Not found", { status: 404 })),
-      http.get(`${BASE}/users/7/items/PRESENT2/file`, () => new HttpResponse(null, { status: 302, headers: { Location: storageUrl } })),
-    );
+    await new Promise<void>((r) => zotero.listen(0, "127.0.0.1", r));
     try {
-      const client = makeClient();
+      const client = new ZoteroWebApi({
+        baseUrl: `http://127.0.0.1:${(zotero.address() as AddressInfo).port}`,
+        library: { type: "user", id: "7" },
+        apiKey: "secret-key-123",
+        retry: { retries: 1, minDelayMs: 1, maxDelayMs: 1 },
+      });
       const a = { key: "MISSING2", version: 1, parentKey: null, title: "", linkMode: "imported_file", contentType: "application/pdf", filename: "x.pdf", md5: null, size: null };
-      await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING" });
+      await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING", message: expect.stringMatching(/never synced/) });
       const file = await client.openFile({ ...a, key: "PRESENT2" });
       let text = "";
       for await (const chunk of file.body) text += String(chunk);
       expect(text).toBe("%PDF-1.4 body");
       expect(file.size).toBe(13);
-      expect(storageHeaders).toEqual([undefined]);
+      // The API saw the key; the storage path it redirected to did not.
+      expect(seen.map((r) => [r.url, r.key])).toEqual([
+        ["/users/7/items/MISSING2/file", "secret-key-123"],
+        ["/users/7/items/PRESENT2/file", "secret-key-123"],
+        ["/storage/abc/file.pdf", undefined],
+      ]);
     } finally {
-      storage.close();
+      zotero.close();
     }
   });
 
