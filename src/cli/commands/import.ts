@@ -92,7 +92,12 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
   const verbosity: Verbosity = flags.quiet ? "quiet" : flags.verbose ? "verbose" : "normal";
   const isTty = Boolean(io.stderr.isTTY) && !io.env.CI;
   const { config, warnings } = loadConfig(flags.config, { batchSize: flags.batchSize, delaySeconds: flags.delay, zoteroDir: flags.zoteroDir }, io.env, io.cwd);
-  const renderer: Renderer = flags.json || flags.dryRun ? (flags.json ? new SilentRenderer() : new LineRenderer(io.stderr, verbosity)) : isTty ? new BarRenderer(io.stderr, verbosity) : new LineRenderer(io.stderr, verbosity);
+  // --json: only the JSON on stdout. Bars only for a real run at a terminal; lines otherwise.
+  const renderer: Renderer = flags.json
+    ? new SilentRenderer()
+    : isTty && !flags.dryRun
+      ? new BarRenderer(io.stderr, verbosity)
+      : new LineRenderer(io.stderr, verbosity);
   const emit: Emit = (e) => renderer.onEvent(e);
   for (const w of warnings) {
     if (flags.json) io.stderr.write(`warning: ${w}\n`);
