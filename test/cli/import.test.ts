@@ -252,4 +252,20 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     // 300 objects, but only the 100 parents and 100 attachments are listed: one page each.
     expect(world.zotero.listingRequestCount()).toBe(2);
   });
+
+  it("paces by batch_size and delay_seconds (--batch-size, --delay), and prints the summary as JSON with --json", async () => {
+    world = await makeWorld({ library: { items: 5 }, refserver: { delayMs: 30 } });
+    const r = await runCli(["--batch-size", "2", "--delay", "0.2", "--json"], world.sandbox);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { exitCode: number; imported: number; report: string };
+    expect(summary).toMatchObject({ exitCode: 0, imported: 5 });
+    expect(world.refserver.peakConcurrentUploads).toBeLessThanOrEqual(2);
+    // Three new papers at two a batch: two batches, one pause between them.
+    world.library.addParentWithPdf();
+    world.library.addParentWithPdf();
+    world.library.addParentWithPdf();
+    const more = await runCli(["--batch-size", "2", "--delay", "0.2", "--verbose"], world.sandbox);
+    expect(more.code, more.stderr).toBe(0);
+    expect(more.stderr.match(/pause 200 ms \(delay_seconds between batches\)/g)).toHaveLength(1);
+  });
 });
