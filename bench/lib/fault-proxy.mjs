@@ -2,7 +2,8 @@
 // uploads (POST .../upload_with_metadata) is answered 500 {"detail":"Database error: database is
 // locked"} AFTER the whole body has been read (as the real server does); everything else is
 // forwarded untouched. Deterministic (seeded PRNG). Counts answers and uploads in flight.
-import { createServer, request as httpRequest } from "node:http";
+import { request as httpRequest } from "node:http";
+import { listenLoopback } from "./loopback.mjs";
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -32,23 +33,17 @@ export class FaultProxy {
     this.peakUploadsInFlight = 0;
     this.inFlightSamples = []; // [t, inFlight] on every change
     this.firstUploadAt = null;
-    this.sockets = new Set();
   }
 
   async start() {
-    this.server = createServer((req, res) => this.handle(req, res));
-    this.server.on("connection", (s) => {
-      this.sockets.add(s);
-      s.on("close", () => this.sockets.delete(s));
-    });
-    await new Promise((r) => this.server.listen(0, "127.0.0.1", r));
-    this.url = `http://127.0.0.1:${this.server.address().port}`;
+    this.listening = await listenLoopback((req, res) => this.handle(req, res));
+    this.server = this.listening.server;
+    this.url = this.listening.url;
     return this.url;
   }
 
   async close() {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(() => r()));
+    await this.listening.close();
   }
 
   count(status) {

@@ -4,7 +4,7 @@
 // Same wire shapes as test/helpers/fake-zotero.ts for what the importer reads: paging with
 // Link rel="next", Total-Results, Last-Modified-Version, since=, itemKey=, 302 to storage.
 // Counters: listing requests, requests in flight (peak), storage downloads.
-import { createServer } from "node:http";
+import { listenLoopback } from "./loopback.mjs";
 import { createReadStream } from "node:fs";
 import { createHash } from "node:crypto";
 
@@ -114,23 +114,17 @@ export class LiteZotero {
     this.peakInFlight = 0;
     this.storageDownloads = 0;
     this.firstFileRequestAt = null; // performance.now() of the first /file request
-    this.sockets = new Set();
   }
 
   async start() {
-    this.server = createServer((req, res) => this.handle(req, res));
-    this.server.on("connection", (s) => {
-      this.sockets.add(s);
-      s.on("close", () => this.sockets.delete(s));
-    });
-    await new Promise((r) => this.server.listen(0, "127.0.0.1", r));
-    this.url = `http://127.0.0.1:${this.server.address().port}`;
+    this.listening = await listenLoopback((req, res) => this.handle(req, res));
+    this.server = this.listening.server;
+    this.url = this.listening.url;
     return this.url;
   }
 
   async close() {
-    for (const s of this.sockets) s.destroy();
-    await new Promise((r) => this.server.close(() => r()));
+    await this.listening.close();
   }
 
   send(res, status, body, headers = {}) {
