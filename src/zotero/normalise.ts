@@ -67,55 +67,59 @@ function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, v
 const KEY = /^[A-Z0-9]{8}$/;
 
 /**
- * Pure: raw objects (parents, attachments, notes in any order) → items with their
- * attachments joined. Malformed objects are reported, not thrown.
+ * Folds raw objects (parents, attachments, notes, in any order, page by page) into
+ * normalised items, so no raw page outlives its parsing. Malformed objects are reported,
+ * not thrown.
  */
-export function normaliseListing(objects: RawZoteroObject[], library: LibraryRef, libraryVersion: number): Omit<Listing, "collections" | "requests"> {
-  const invalid: { key: string; reason: string }[] = [];
-  const items = new Map<string, Item>();
-  const children: Attachment[] = [];
-  const seen = new Set<string>();
+export class ListingBuilder {
+  private readonly items = new Map<string, Item>();
+  private readonly children: Attachment[] = [];
+  private readonly seen = new Set<string>();
+  readonly invalid: { key: string; reason: string }[] = [];
 
-  for (const o of objects) {
+  has(key: string): boolean {
+    return this.seen.has(key);
+  }
+
+  /** Parents that attachments point at but that have not been seen yet. */
+  missingParents(): string[] {
+    const missing = new Set<string>();
+    for (const att of this.children) if (!this.seen.has(att.parentKey!)) missing.add(att.parentKey!);
+    return [...missing];
+  }
+
+  add(objects: RawZoteroObject[]): void {
+    for (const o of objects) this.addOne(o);
+  }
+
+  private addOne(o: RawZoteroObject): void {
     const data = o && typeof o === "object" ? o.data : undefined;
     const key = str(data?.key ?? o?.key);
     if (!data || typeof data !== "object" || !KEY.test(key)) {
-      invalid.push({ key: key || "(no key)", reason: "not a Zotero item (no data or no 8-character key)" });
-      continue;
+      this.invalid.push({ key: key || "(no key)", reason: "not a Zotero item (no data or no 8-character key)" });
+      return;
     }
-    if (seen.has(key)) continue;
-    seen.add(key);
-    if (data.deleted === true || data.deleted === 1) continue;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    if (data.deleted === true || data.deleted === 1) return;
     const version = num(data.version ?? o.version);
     const itemType = str(data.itemType);
     if (!itemType) {
-      invalid.push({ key, reason: "no itemType" });
-      continue;
+      this.invalid.push({ key, reason: "no itemType" });
+      return;
     }
+    const collections = Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [];
     if (itemType === "attachment") {
       const att = attachmentOf(key, data, version);
       if (att.parentKey) {
-        children.push(att);
-        continue;
+        this.children.push(att);
+        return;
       }
-      items.set(key, {
-        key,
-        version,
-        itemType,
-        title: att.title,
-        creators: [],
-        date: str(data.date),
-        year: yearOf(str(data.date)),
-        doi: null,
-        collections: Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [],
-        tags: tagsOf(data.tags),
-        attachments: [att],
-        standalone: true,
-      });
-      continue;
+      this.items.set(key, { key, version, itemType, title: att.title, creators: [], date: str(data.date), year: yearOf(str(data.date)), doi: null, collections, tags: tagsOf(data.tags), attachments: [att], standalone: true });
+      return;
     }
-    if (itemType === "note" && typeof data.parentItem === "string") continue; // child notes are nothing to import
-    items.set(key, {
+    if (itemType === "note" && typeof data.parentItem === "string") return; // child notes are nothing to import
+    this.items.set(key, {
       key,
       version,
       itemType,
@@ -124,15 +128,24 @@ export function normaliseListing(objects: RawZoteroObject[], library: LibraryRef
       date: str(data.date),
       year: yearOf(str(data.date)),
       doi: strOrNull(data.DOI),
-      collections: Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [],
+      collections,
       tags: tagsOf(data.tags),
       attachments: [],
       standalone: false,
     });
   }
-  for (const att of children) {
-    const parent = items.get(att.parentKey!);
-    if (parent) parent.attachments.push(att);
+
+  /** Join attachments to their parents, in the order Zotero listed them. */
+  build(library: LibraryRef, libraryVersion: number): Omit<Listing, "collections" | "requests"> {
+    for (const att of this.children) this.items.get(att.parentKey!)?.attachments.push(att);
+    this.children.length = 0;
+    return { library, libraryVersion, items: [...this.items.values()], invalid: this.invalid };
   }
-  return { library, libraryVersion, items: [...items.values()], invalid };
+}
+
+/** Pure: raw objects → items with their attachments joined (see ListingBuilder). */
+export function normaliseListing(objects: RawZoteroObject[], library: LibraryRef, libraryVersion: number): Omit<Listing, "collections" | "requests"> {
+  const builder = new ListingBuilder();
+  builder.add(objects);
+  return builder.build(library, libraryVersion);
 }

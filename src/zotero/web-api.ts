@@ -4,7 +4,7 @@ import { ImportError } from "../errors.js";
 import { classifyNetworkError } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import { parseRetryAfter, realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
-import { normaliseListing, type RawZoteroObject } from "./normalise.js";
+import { ListingBuilder, type RawZoteroObject } from "./normalise.js";
 import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 
 export interface WebApiOptions {
@@ -114,7 +114,12 @@ export class ZoteroWebApi implements ZoteroSource {
   }
 
   /** Every page of a listing, following Link rel="next" (or Total-Results). */
-  private async fetchAll(path: string, query: Record<string, string>, signal?: AbortSignal): Promise<{ objects: RawZoteroObject[]; version: number }> {
+  private async fetchAll(
+    path: string,
+    query: Record<string, string>,
+    signal?: AbortSignal,
+    onPage?: (objects: RawZoteroObject[]) => void,
+  ): Promise<{ objects: RawZoteroObject[]; version: number }> {
     const params = new URLSearchParams({ format: "json", limit: String(PAGE), ...query });
     let url: string | null = `${this.base}${path}?${params}`;
     const objects: RawZoteroObject[] = [];
@@ -125,7 +130,8 @@ export class ZoteroWebApi implements ZoteroSource {
         throw new ImportError("ZOTERO_BAD_DATA", `Zotero listing ${path}: the answer is not JSON: check zotero.api_url points at the Zotero API`);
       });
       if (!Array.isArray(body)) throw new ImportError("ZOTERO_BAD_DATA", `Zotero listing ${path}: expected a JSON array: check zotero.api_url`);
-      objects.push(...(body as RawZoteroObject[]));
+      if (onPage) onPage(body as RawZoteroObject[]);
+      else objects.push(...(body as RawZoteroObject[]));
       version = Math.max(version, Number(response.headers.get("last-modified-version") ?? 0) || 0);
       const next = nextLink(response.headers.get("link"));
       if (next) {
@@ -160,42 +166,29 @@ export class ZoteroWebApi implements ZoteroSource {
     const before = this.requests;
     const since = options.since;
     const sinceQuery: Record<string, string> = since !== undefined ? { since: String(since) } : {};
+    // Each page is folded into items as it arrives; no raw page is kept.
+    const builder = new ListingBuilder();
+    const add = (objects: RawZoteroObject[]): void => builder.add(objects);
     // Top-level items and all attachments: every object we need, and none of the child notes
     // (often as many as the papers), so fewer pages. Both listings run at once.
     const [top, attachments] = await Promise.all([
-      this.fetchAll("/items/top", sinceQuery, options.signal),
-      this.fetchAll("/items", { ...sinceQuery, itemType: "attachment" }, options.signal),
+      this.fetchAll("/items/top", sinceQuery, options.signal, add),
+      this.fetchAll("/items", { ...sinceQuery, itemType: "attachment" }, options.signal, add),
     ]);
-    let objects = top.objects.concat(attachments.objects);
     let version = Math.max(top.version, attachments.version);
     if (since !== undefined) {
-      // Incremental: bring in parents of changed attachments, children of changed parents
-      // are already there when they changed; plus the unfinished keys of earlier runs.
-      const have = new Set(objects.map((o) => o?.data?.key ?? o?.key));
-      const wanted = new Set<string>();
-      for (const o of objects) {
-        const parent = o?.data?.parentItem;
-        if (typeof parent === "string" && !have.has(parent)) wanted.add(parent);
-      }
-      for (const k of options.alsoKeys ?? []) if (!have.has(k)) wanted.add(k);
-      const keys = [...wanted];
-      for (let i = 0; i < keys.length; i += KEYS_PER_REQUEST) {
-        const chunk = keys.slice(i, i + KEYS_PER_REQUEST);
-        const extra = await this.fetchAll("/items", { itemKey: chunk.join(",") }, options.signal);
-        objects = objects.concat(extra.objects);
-        version = Math.max(version, extra.version);
-        for (const o of extra.objects) {
-          const parent = o?.data?.parentItem;
-          if (typeof parent === "string" && !have.has(parent) && !wanted.has(parent)) {
-            // An unfinished attachment whose parent we do not have yet.
-            const p = await this.fetchAll("/items", { itemKey: parent }, options.signal);
-            objects = objects.concat(p.objects);
-            wanted.add(parent);
-          }
+      // Incremental: bring in the parents of changed attachments (a changed parent's new
+      // attachments changed too), and the unfinished keys of earlier runs with their parents.
+      let wanted = [...new Set([...builder.missingParents(), ...(options.alsoKeys ?? []).filter((k) => !builder.has(k))])];
+      for (let round = 0; wanted.length > 0 && round < 3; round++) {
+        for (let i = 0; i < wanted.length; i += KEYS_PER_REQUEST) {
+          const extra = await this.fetchAll("/items", { itemKey: wanted.slice(i, i + KEYS_PER_REQUEST).join(",") }, options.signal, add);
+          version = Math.max(version, extra.version);
         }
+        wanted = builder.missingParents().filter((k) => !wanted.includes(k));
       }
     }
-    const listing = normaliseListing(objects, this.library, version);
+    const listing = builder.build(this.library, version);
     return { ...listing, collections: [], requests: this.requests - before };
   }
 

@@ -113,6 +113,18 @@ describe("crash safety and resumption", () => {
     expect(world.refserver.papers.size).toBe(6);
   });
 
+  it("picks up a PDF added later to an old item: the incremental listing fetches its parent", async () => {
+    world = await makeWorld({ library: { items: 3 }, build: (lib) => void lib.addItemWithoutAttachment({ title: "PDF comes later" }) });
+    expect((await runCli([], world.sandbox)).code).toBe(0);
+    const parent = world.library.items.find((i) => i.data.title === "PDF comes later")!;
+    world.library.addStoredAttachment(parent.key, {});
+    world.zotero.resetObservations();
+    const again = await runCli([], world.sandbox);
+    expect(again.code, again.stderr).toBe(0);
+    expect(world.refserver.papers.get(parent.key)?.title).toBe("PDF comes later");
+    expect(world.zotero.requestsTo("items").some((r) => r.query.itemKey === parent.key)).toBe(true);
+  });
+
   it("imports one collection by name, subcollections included", async () => {
     world = await makeWorld({
       library: { items: 0 },
