@@ -133,7 +133,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         }),
       );
       const meta = metadataFor(c, o.libraryId);
-      const outcome = await o.client.upload(meta, file.path, uploadFilename(c.attachment.filename ?? c.attachment.title, c.attachment.key), hard, (i) => onRetry("upload")(i));
+      const outcome = await o.client.upload(meta, file.path, uploadFilename(c.attachment.filename ?? c.attachment.title, c.attachment.key), hard, onRetry("upload"));
       const via = outcome.kind === "imported" ? "uploaded" : "already";
       await record(c, { status: "done", via, docId: outcome.docId, bytes: file.size });
       await rm(file.path, { force: true });
