@@ -4,6 +4,8 @@ import { yearOf, type Attachment, type Creator, type Item, type LibraryRef, type
 export interface RawZoteroObject {
   key?: unknown;
   version?: unknown;
+  /** The Web API tells a stored file's size in links.enclosure.length. */
+  links?: { enclosure?: { length?: unknown } } | undefined;
   data?: {
     key?: unknown;
     version?: unknown;
@@ -50,7 +52,7 @@ function tagsOf(v: unknown): string[] {
   return v.map((t) => (t && typeof t === "object" ? str((t as { tag?: unknown }).tag) : str(t))).filter((t) => t !== "");
 }
 
-function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number): Attachment {
+function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number, size: unknown = null): Attachment {
   return {
     key,
     version,
@@ -60,7 +62,7 @@ function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, v
     contentType: strOrNull(data.contentType),
     filename: strOrNull(data.filename),
     md5: strOrNull(data.md5)?.toLowerCase() ?? null,
-    size: null,
+    size: typeof size === "number" && Number.isFinite(size) && size >= 0 ? size : null,
   };
 }
 
@@ -110,7 +112,7 @@ export class ListingBuilder {
     }
     const collections = Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [];
     if (itemType === "attachment") {
-      const att = attachmentOf(key, data, version);
+      const att = attachmentOf(key, data, version, o.links?.enclosure?.length);
       if (att.parentKey) {
         this.children.push(att);
         return;

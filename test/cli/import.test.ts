@@ -63,8 +63,12 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     world = await makeWorld({ library: { items: 3 }, build: (lib) => lib.addItemWithoutAttachment({ title: "Bare item" }) });
     const r = await runCli(["--dry-run", "--json"], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
-    const preview = JSON.parse(r.stdout) as { counts: { import: number; skipped: number }; items: { action: string; reason?: string; title: string }[] };
+    const preview = JSON.parse(r.stdout) as { counts: { import: number; skipped: number; bytes: number }; items: { key: string; action: string; reason?: string; title: string; size: number | null }[] };
     expect(preview.counts).toMatchObject({ import: 3, skipped: 1 });
+    // Sizes come from the listing (links.enclosure.length), without downloading anything.
+    const sizes = pairs(world).map((p) => p.body.length);
+    expect(preview.counts.bytes).toBe(sizes.reduce((a, b) => a + b, 0));
+    for (const p of pairs(world)) expect(preview.items.find((i) => i.key === p.parentKey)?.size).toBe(p.body.length);
     expect(preview.items.find((i) => i.title === "Bare item")).toMatchObject({ action: "skip", reason: "no attachment" });
     expect(world.refserver.uploads).toHaveLength(0);
     expect(world.refserver.loginCalls).toBe(0);
@@ -74,8 +78,8 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(existsSync(join(world.sandbox.stateDir, "import-from-zotero", "reports"))).toBe(false);
 
     const table = await runCli(["--dry-run"], world.sandbox);
-    expect(table.stdout).toMatch(/ACTION\s+KEY\s+YEAR\s+TITLE\s+AUTHORS\s+PDF\s+NOTE/);
-    expect(table.stdout).toMatch(/would import 3, already done 0, skip 1/);
+    expect(table.stdout).toMatch(/ACTION\s+KEY\s+YEAR\s+TITLE\s+AUTHORS\s+PDF\s+SIZE\s+NOTE/);
+    expect(table.stdout).toMatch(/would import 3 \(\d+(\.\d)? KB\), already done 0, skip 1/);
   });
 
   it("--limit counts importable papers not yet done, not raw items", async () => {

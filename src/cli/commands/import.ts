@@ -25,6 +25,7 @@ import { realSleep, type Sleep } from "../../util/time.js";
 import { makeSource } from "../../zotero/factory.js";
 import { ExitCode } from "../exit-codes.js";
 import { formatPreview, formatSummary, previewRows, summarise, type RunSummary } from "../summary.js";
+import { formatBytes } from "../../progress/format.js";
 
 export interface ImportFlags {
   config?: string | undefined;
@@ -202,12 +203,15 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
     if (flags.dryRun) {
       renderer.finish();
       const rows = previewRows(plan);
-      const counts = { import: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, laterByLimit: plan.deferred };
+      const importing = plan.actions.flatMap((a) => (a.kind === "import" ? [a.candidate.attachment.size] : []));
+      // The Web API tells file sizes; null when the source does not.
+      const bytes = importing.every((b) => b !== null) ? importing.reduce<number>((sum, b) => sum + (b ?? 0), 0) : null;
+      const counts = { import: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, laterByLimit: plan.deferred, bytes };
       if (flags.json) {
         io.stdout.write(`${JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since: since ?? null, counts, items: rows }, null, 2)}\n`);
       } else {
         io.stdout.write(`${formatPreview(rows, io.stdout.columns ?? 160, Boolean(flags.verbose))}\n\n`);
-        io.stdout.write(`Dry run: would import ${counts.import}, already done ${counts.alreadyDone}, skip ${counts.skipped}${counts.laterByLimit ? `, leave ${counts.laterByLimit} for later (--limit)` : ""}. Nothing was downloaded, uploaded or recorded.\n`);
+        io.stdout.write(`Dry run: would import ${counts.import}${bytes !== null && counts.import > 0 ? ` (${formatBytes(bytes)})` : ""}, already done ${counts.alreadyDone}, skip ${counts.skipped}${counts.laterByLimit ? `, leave ${counts.laterByLimit} for later (--limit)` : ""}. Nothing was downloaded, uploaded or recorded.\n`);
       }
       return ExitCode.Ok;
     }
