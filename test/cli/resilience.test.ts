@@ -107,6 +107,8 @@ describe("crash safety and resumption", () => {
     const again = await runCli(["--verbose"], world.sandbox);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/Imported 1/);
+    const status = await runCli(["status"], world.sandbox);
+    expect(status.stdout).toMatch(/next run: changes since library version \d+/);
     const listing = world.zotero.requestsTo("items");
     expect(listing.length).toBeGreaterThan(0);
     expect(listing.every((r) => r.query.since !== undefined)).toBe(true);

@@ -52,6 +52,12 @@ export async function runStatus(flags: StatusFlags, io: CliIo): Promise<number> 
   for (const s of out) {
     lines.push("", `${s.library} → ${s.server}  (${s.runs} run${s.runs === 1 ? "" : "s"}, last ${s.lastRunAt ?? "never"})`);
     lines.push(`  done ${s.counts.done} (uploaded ${s.counts.uploaded}, already there ${s.counts.already}), failed ${s.counts.failed}, unfinished ${s.counts.unfinished}, skipped ${s.counts.skipped}`);
+    const versions = Object.values(s.syncedVersions);
+    lines.push(
+      versions.length > 0
+        ? `  next run: changes since library version ${Math.max(...versions)} (the last complete run), plus the unfinished and failed`
+        : "  next run: the whole library (no complete run yet)",
+    );
     for (const f of s.lastFailures) lines.push(`  failed ${f.key} "${truncate(f.title, 50)}" [${f.code}]: ${truncate(f.error, 100)}`);
   }
   io.stdout.write(`${redact(lines.join("\n"))}\n`);
