@@ -3,28 +3,20 @@
 // locked"} AFTER the whole body has been read (as the real server does); everything else is
 // forwarded untouched. Deterministic (seeded PRNG). Counts answers and uploads in flight.
 import { request as httpRequest } from "node:http";
-import { listenLoopback } from "./loopback.mjs";
+import { LoopbackService } from "./loopback.mjs";
+// The tests' PRNG, compiled by `npm run bench` (bench/tsconfig.json) into bench/out/helpers.
+import { makeRng } from "../out/helpers/util.js";
 
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export class FaultProxy {
+export class FaultProxy extends LoopbackService {
   /**
    * lockShare: the share of uploads answered "locked"; or a function of the uploads in flight
    * (this one included) returning that share, for a server whose contention grows with load.
    */
   constructor(upstream, { lockShare = 0.3, seed = 7 } = {}) {
+    super();
     this.upstream = new URL(upstream);
     this.lockShare = typeof lockShare === "function" ? lockShare : () => lockShare;
-    this.rand = rng(seed);
+    this.rand = makeRng(seed);
     this.uploads = 0;
     this.locked = 0;
     this.forwarded = 0;
@@ -35,16 +27,6 @@ export class FaultProxy {
     this.firstUploadAt = null;
   }
 
-  async start() {
-    this.listening = await listenLoopback((req, res) => this.handle(req, res));
-    this.server = this.listening.server;
-    this.url = this.listening.url;
-    return this.url;
-  }
-
-  async close() {
-    await this.listening.close();
-  }
 
   count(status) {
     this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);

@@ -21,3 +21,17 @@ export async function listenLoopback(handler) {
     },
   };
 }
+
+/** Base for the benchmarks' fakes: start() listens on loopback and routes to handle(req, res). */
+export class LoopbackService {
+  async start() {
+    this.listening = await listenLoopback((req, res) => this.handle(req, res));
+    this.server = this.listening.server;
+    this.url = this.listening.url;
+    return this.url;
+  }
+
+  async close() {
+    await this.listening.close();
+  }
+}

@@ -4,7 +4,7 @@
 // Same wire shapes as test/helpers/fake-zotero.ts for what the importer reads: paging with
 // Link rel="next", Total-Results, Last-Modified-Version, since=, itemKey=, 302 to storage.
 // Counters: listing requests, requests in flight (peak), storage downloads.
-import { listenLoopback } from "./loopback.mjs";
+import { LoopbackService } from "./loopback.mjs";
 import { createReadStream } from "node:fs";
 import { createHash } from "node:crypto";
 
@@ -104,8 +104,9 @@ function render(lib, o, base) {
   };
 }
 
-export class LiteZotero {
+export class LiteZotero extends LoopbackService {
   constructor(lib, { maxLimit = 100 } = {}) {
+    super();
     this.lib = lib;
     this.maxLimit = maxLimit;
     this.listingRequests = 0;
@@ -116,16 +117,6 @@ export class LiteZotero {
     this.firstFileRequestAt = null; // performance.now() of the first /file request
   }
 
-  async start() {
-    this.listening = await listenLoopback((req, res) => this.handle(req, res));
-    this.server = this.listening.server;
-    this.url = this.listening.url;
-    return this.url;
-  }
-
-  async close() {
-    await this.listening.close();
-  }
 
   send(res, status, body, headers = {}) {
     const buf = Buffer.from(typeof body === "string" ? body : JSON.stringify(body));

@@ -13,6 +13,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { createHmac, randomUUID } from "node:crypto";
 import { md5 } from "./pdf.js";
 import { boundaryOf, MultipartError, parseMultipart, type MultipartPart } from "./multipart.js";
+import { trackedSleep as sleep } from "./util.js";
 
 export type RefRoute =
   | "login"
@@ -135,15 +136,6 @@ export interface StartedServer {
 
 const LOCKED = { detail: "Database error: database is locked" };
 
-function sleep(ms: number, timers: Set<NodeJS.Timeout>): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      timers.delete(t);
-      resolve();
-    }, ms);
-    timers.add(t);
-  });
-}
 
 function b64url(s: string | Buffer): string {
   return Buffer.from(s).toString("base64url");

@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from "node:net";
 import { randomBytes } from "node:crypto";
 import { makePdf, md5 } from "./pdf.js";
+import { makeRng, trackedSleep as sleep } from "./util.js";
 
 // ---------------------------------------------------------------------------
 // Zotero JSON shapes
@@ -110,17 +111,7 @@ export interface ZoteroLibraryData {
 export const ZOTERO_KEY_ALPHABET = "23456789ABCDEFGHIJKLMNPQRSTUVWXYZ";
 export const ZOTERO_KEY_RE = /^[23456789ABCDEFGHIJKLMNPQRSTUVWXYZ]{8}$/;
 
-/** mulberry32: small deterministic PRNG. */
-export function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { makeRng };
 
 export function makeZoteroKey(rng: () => number = Math.random): string {
   let k = "";
@@ -679,15 +670,6 @@ async function listen(server: Server): Promise<string> {
   return `http://127.0.0.1:${addr.port}`;
 }
 
-function sleep(ms: number, timers: Set<NodeJS.Timeout>): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      timers.delete(t);
-      resolve();
-    }, ms);
-    timers.add(t);
-  });
-}
 
 export class FakeZotero {
   readonly library: ZoteroLibraryData;

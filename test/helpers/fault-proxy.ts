@@ -21,7 +21,7 @@
  */
 import { createServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { makeRng } from "./fake-zotero.js";
+import { makeRng } from "./util.js";
 
 export type FaultKind = "lock" | "lost-after-commit" | "reset" | "stall";
 export type FaultChoice = FaultKind | "pass";

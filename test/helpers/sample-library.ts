@@ -15,6 +15,7 @@ import Database from "better-sqlite3";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makePdf, md5 } from "./pdf.js";
+import { makeRng } from "./util.js";
 
 export type SampleLinkMode = "imported_file" | "imported_url" | "linked_file" | "linked_url";
 
@@ -74,15 +75,8 @@ const ALPHABET = "23456789ABCDEFGHIJKLMNPQRSTUVWXYZ";
 
 /** Deterministic Zotero-style keys (8 characters of Zotero's alphabet). */
 function keyMaker(seed: number): () => string {
-  let a = seed >>> 0;
   const used = new Set<string>();
-  const rng = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = makeRng(seed);
   return () => {
     for (;;) {
       let k = "";
