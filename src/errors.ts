@@ -51,10 +51,6 @@ export class ImportError extends Error {
   }
 }
 
-export function isImportError(error: unknown): error is ImportError {
-  return error instanceof ImportError;
-}
-
 /** The message of anything thrown, without a stack. */
 export function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message;

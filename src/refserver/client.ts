@@ -2,7 +2,8 @@ import { openAsBlob } from "node:fs";
 import { FormData, request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
 import { USER_AGENT } from "../http/agent.js";
-import { classifyNetworkError, classifyRefServerAnswer, detailOf, type UploadVerdict } from "../retry/classify.js";
+import { firstHeader } from "../http/headers.js";
+import { classifyNetworkError, classifyRefServerAnswer, detailOf, safeJson, type UploadVerdict } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
 import type { AnswerKind, Pacer } from "../retry/pacer.js";
@@ -124,7 +125,7 @@ export class RefServerClient {
         { status: res.statusCode },
       );
     }
-    const verdict = classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
+    const verdict = classifyRefServerAnswer(res.statusCode, text, firstHeader(res.headers["retry-after"]));
     if (verdict.kind === "error") throw verdict.error;
     const body = safeJson(text) as { access_token?: unknown } | undefined;
     if (!body || typeof body.access_token !== "string") {
@@ -213,7 +214,7 @@ export class RefServerClient {
     } catch (error) {
       throw classifyNetworkError(error, `upload of ${meta.zoteroKey}`);
     }
-    return classifyRefServerAnswer(res.statusCode, text, headerOf(res.headers["retry-after"]));
+    return classifyRefServerAnswer(res.statusCode, text, firstHeader(res.headers["retry-after"]));
   }
 
   /**
@@ -246,18 +247,5 @@ export class RefServerClient {
       out.set(key, { key, docId: typeof e.doc_id === "string" ? e.doc_id : null, version: typeof e.zotero_version === "number" ? e.zotero_version : null });
     }
     return out;
-  }
-}
-
-function headerOf(value: string | string[] | undefined): string | null {
-  if (value === undefined) return null;
-  return Array.isArray(value) ? (value[0] ?? null) : value;
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
   }
 }

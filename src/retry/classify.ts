@@ -92,7 +92,8 @@ export function classifyRefServerAnswer(status: number, bodyText: string, retryA
   return { kind: "error", error: new ImportError("REFSERVER_REJECTED", `server rejected the upload (${status}${detail ? `: ${detail}` : ""})`, { status }) };
 }
 
-function safeJson(text: string): unknown {
+/** JSON.parse that answers undefined instead of throwing. */
+export function safeJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

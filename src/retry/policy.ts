@@ -9,8 +9,6 @@ export interface RetryPolicy {
   maxDelayMs: number;
 }
 
-export const defaultRetryPolicy: RetryPolicy = { retries: 8, minDelayMs: 1000, maxDelayMs: 60_000 };
-
 /**
  * Exponential backoff with full jitter: a uniform wait in [0, min(max, min·2^n)].
  * A server-requested wait (Retry-After) is a floor.

@@ -144,10 +144,3 @@ export class ListingBuilder {
     return { library, libraryVersion, items: [...this.items.values()], invalid: this.invalid };
   }
 }
-
-/** Pure: raw objects → items with their attachments joined (see ListingBuilder). */
-export function normaliseListing(objects: RawZoteroObject[], library: LibraryRef, libraryVersion: number): Omit<Listing, "collections" | "requests"> {
-  const builder = new ListingBuilder();
-  builder.add(objects);
-  return builder.build(library, libraryVersion);
-}

@@ -1,6 +1,7 @@
 import pLimit, { type LimitFunction } from "p-limit";
 import { request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
+import { firstHeader } from "../http/headers.js";
 import { classifyNetworkError } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import { parseRetryAfter, realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
@@ -228,10 +229,7 @@ export class ZoteroWebApi implements ZoteroSource {
           } catch (error) {
             throw classifyNetworkError(error, `Zotero ${what}`);
           }
-          const header = (name: string): string | null => {
-            const v = res.headers[name];
-            return Array.isArray(v) ? (v[0] ?? null) : (v ?? null);
-          };
+          const header = (name: string): string | null => firstHeader(res.headers[name]);
           if (res.statusCode >= 200 && res.statusCode < 300) return { body: res.body, size: sizeOf(header("content-length")) };
           await res.body.dump().catch(() => undefined);
           const location = header("location");
