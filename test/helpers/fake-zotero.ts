@@ -2,6 +2,8 @@
  * A fake Zotero Web API v3 server for tests: a real HTTP server on 127.0.0.1,
  * serving one user or group library from memory, with pagination headers,
  * file redirects to a key-less storage route, and fault injection.
+ * Like zotero.org it gives regular items `links.attachment` (their best stored
+ * attachment), and it can lie in `Total-Results` or leave out `Link`.
  *
  *   const lib = makeLibrary({ items: 250 });
  *   const zot = new FakeZotero({ library: lib });
@@ -174,8 +176,18 @@ export interface AddAttachmentOptions {
   contentType?: string;
   /** File body; default: a generated PDF (for PDF content types) or text. */
   body?: Buffer;
-  /** When false: the attachment says imported_file but no file is stored (404 on /file). Default true. */
+  /**
+   * When false: the attachment was never uploaded to Zotero storage (file sync off, or
+   * not yet synced): `md5: null`, `mtime: null`, no `links.enclosure`, 404 on /file,
+   * never Zotero's best attachment. Default true.
+   */
   stored?: boolean;
+  /**
+   * The file is synced by WebDAV: `md5` and `mtime` are set as by a sync, but no file is
+   * in Zotero storage (no `links.enclosure`, 404 on /file, never Zotero's best
+   * attachment). Wins over `stored`. Default false.
+   */
+  webdav?: boolean;
   linkMode?: "imported_file" | "imported_url";
   padToBytes?: number;
   key?: string;
@@ -332,7 +344,11 @@ export class FakeLibrary implements ZoteroLibraryData {
     });
   }
 
-  /** Add an attachment (stored file) under `parentKey`, or standalone when parentKey is undefined. */
+  /**
+   * Add an attachment (stored file) under `parentKey`, or standalone when parentKey is undefined.
+   * `body` is the file as in Zotero storage (undefined unless stored); `md5` is the data's md5
+   * (set for stored and WebDAV files, undefined for never-synced ones).
+   */
   addStoredAttachment(parentKey: string | undefined, opts: AddAttachmentOptions = {}): AddedItem & { body: Buffer | undefined; md5: string | undefined } {
     const parent = parentKey ? this.getItem(parentKey) : undefined;
     if (parentKey && !parent) throw new Error(`no parent ${parentKey}`);
@@ -347,7 +363,9 @@ export class FakeLibrary implements ZoteroLibraryData {
       (isPdf
         ? makePdf({ title: baseTitle, pages: [`${baseTitle}\nAttachment of ${parentKey ?? "none"}`], padToBytes: opts.padToBytes ?? this.padToBytes })
         : Buffer.from(`<html><body>${baseTitle}</body></html>\n`));
-    const stored = opts.stored ?? true;
+    const webdav = opts.webdav === true;
+    const stored = !webdav && (opts.stored ?? true);
+    const synced = stored || webdav;
     const item = this.addItem({
       key: opts.key,
       itemType: "attachment",
@@ -360,13 +378,13 @@ export class FakeLibrary implements ZoteroLibraryData {
       contentType,
       charset: isPdf ? "" : "utf-8",
       filename,
-      md5: stored ? md5(body) : null,
-      mtime: stored ? 1_600_000_000_000 + this.items.length * 1000 : null,
+      md5: synced ? md5(body) : null,
+      mtime: synced ? 1_600_000_000_000 + this.items.length * 1000 : null,
       tags: (opts.tags ?? []).map((tag) => ({ tag })),
       ...opts.extra,
     });
     if (stored) this.files.set(item.key, body);
-    return { key: item.key, item, body: stored ? body : undefined, md5: stored ? md5(body) : undefined };
+    return { key: item.key, item, body: stored ? body : undefined, md5: synced ? md5(body) : undefined };
   }
 
   /** A parent item with one stored PDF attachment (imported_file). */
@@ -613,11 +631,23 @@ export interface ZoteroSecretRecord {
 
 export type ZoteroMatcher = ZoteroRoute | readonly ZoteroRoute[] | ((req: ZoteroRequestInfo) => boolean);
 
+/**
+ * What a fault rule does to a matching request. "status", "destroy" and "short-body" decide
+ * the answer; "delay" and "backoff" modify an otherwise normal one (and combine with the others):
+ * - status: answer `status` with `body` (Content-Type text/plain, or application/xml on the
+ *   storage route when the body looks like XML, e.g. S3's `<Error>...</Error>`) and `headers`;
+ * - delay: wait `ms` before answering;
+ * - backoff: add `Backoff: seconds` to the answer (API, /file redirects and storage alike);
+ * - destroy: reset the connection without an answer;
+ * - short-body: the normal answer's headers with the full Content-Length, then half the body
+ *   bytes, then the socket destroyed (any route; meant for storage downloads).
+ */
 export type ZoteroFaultAction =
   | { kind: "status"; status: number; headers?: Record<string, string>; body?: string }
   | { kind: "delay"; ms: number }
   | { kind: "backoff"; seconds: number }
-  | { kind: "destroy" };
+  | { kind: "destroy" }
+  | { kind: "short-body" };
 
 interface FaultRule {
   id: number;
@@ -642,6 +672,22 @@ export interface FakeZoteroOptions {
   storageRejectsAuth?: boolean;
   /** Additional accepted API keys (e.g. a second valid key). */
   extraApiKeys?: string[];
+  /**
+   * Give regular top-level items `links.attachment` (Zotero's best attachment: a child
+   * imported_file/imported_url attachment with a file in Zotero storage; PDF before EPUB
+   * before HTML before anything else; then `url` equal to the parent's non-empty `url`;
+   * then oldest `dateAdded`; then library order), as zotero.org does. Default true.
+   * Also a public mutable field (`bestAttachmentLinks`).
+   */
+  bestAttachmentLinks?: boolean;
+  /**
+   * Make listings lie: the `Total-Results` header says `totalResults(realTotal, route)`
+   * instead of the real count (e.g. `(n) => n - 28`). Pagination and the `Link` header
+   * still follow the real count. Default: the truth. Also a public mutable field.
+   */
+  totalResults?: (realTotal: number, route: ZoteroRoute) => number;
+  /** Send the `Link` header on listings. false omits it entirely. Default true. Also a public mutable field. */
+  linkHeader?: boolean;
 }
 
 export interface StartedServer {
@@ -686,6 +732,12 @@ export class FakeZotero {
   /** Storage downloads in flight (subset of inFlight). */
   storageInFlight = 0;
   peakStorageInFlight = 0;
+  /** See FakeZoteroOptions.bestAttachmentLinks; may be changed while running. */
+  bestAttachmentLinks: boolean;
+  /** See FakeZoteroOptions.totalResults; set to undefined to heal. */
+  totalResults: ((realTotal: number, route: ZoteroRoute) => number) | undefined;
+  /** See FakeZoteroOptions.linkHeader; set to true to heal. */
+  linkHeader: boolean;
 
   private readonly opts: Required<Pick<FakeZoteroOptions, "maxLimit" | "defaultLimit" | "storage" | "storageRejectsAuth">>;
   private readonly extraApiKeys: Set<string>;
@@ -701,6 +753,8 @@ export class FakeZotero {
   private seq = 0;
   private readonly tokens = new Map<string, string>();
   private readonly corruptions = new Map<string, CorruptionRule>();
+  /** Answers a "short-body" fault picked: full Content-Length, half the bytes, then a reset. */
+  private readonly shortBodies = new WeakSet<ServerResponse>();
 
   constructor(opts: FakeZoteroOptions) {
     this.library = opts.library;
@@ -711,6 +765,9 @@ export class FakeZotero {
       storageRejectsAuth: opts.storageRejectsAuth ?? false,
     };
     this.extraApiKeys = new Set(opts.extraApiKeys ?? []);
+    this.bestAttachmentLinks = opts.bestAttachmentLinks ?? true;
+    this.totalResults = opts.totalResults;
+    this.linkHeader = opts.linkHeader ?? true;
     this.counters = Object.fromEntries(ZOTERO_ROUTES.map((r) => [r, 0])) as Record<ZoteroRoute, number>;
   }
 
@@ -984,15 +1041,20 @@ export class FakeZotero {
         info.fault = rule.label;
         req.socket.destroy();
         return;
+      } else if (a.kind === "short-body") {
+        info.fault = rule.label;
+        this.shortBodies.add(res);
       } else {
         info.fault = rule.label;
-        this.send(res, a.status, a.body ?? "", { "Content-Type": "text/plain", ...a.headers, ...extraHeaders });
+        const body = a.body ?? "";
+        const xml = cls.route === "storage" && body.trimStart().startsWith("<");
+        this.send(res, a.status, body, { "Content-Type": xml ? "application/xml" : "text/plain", ...a.headers, ...extraHeaders });
         return;
       }
     }
 
     if (cls.route === "storage") {
-      await this.serveStorage(req, res, info, secret, path);
+      await this.serveStorage(req, res, info, secret, path, extraHeaders);
       return;
     }
     if (cls.route === "unknown" && !cls.libType) {
@@ -1152,14 +1214,16 @@ export class FakeZotero {
     let start = Math.floor(Number(url.searchParams.get("start") ?? "0"));
     if (!Number.isFinite(start) || start < 0) start = 0;
     const page = objects.slice(start, start + limit);
-    headersOut["Total-Results"] = String(total);
-    const link = this.linkHeader(url, start, limit, total);
-    if (link) headersOut.Link = link;
+    headersOut["Total-Results"] = String(this.totalResults ? this.totalResults(total, cls.route) : total);
+    if (this.linkHeader) {
+      const link = this.makeLinkHeader(url, start, limit, total);
+      if (link) headersOut.Link = link;
+    }
     const rendered = page.map((o) => ("itemType" in o.data ? this.renderItem(o as ZoteroItem) : this.renderCollection(o as ZoteroCollection)));
     this.sendJson(res, 200, rendered, headersOut);
   }
 
-  private linkHeader(url: URL, start: number, limit: number, total: number): string {
+  private makeLinkHeader(url: URL, start: number, limit: number, total: number): string {
     const make = (s: number): string => {
       const u = new URL(url.pathname + url.search, this.baseUrl);
       u.searchParams.set("limit", String(limit));
@@ -1266,6 +1330,20 @@ export class FakeZotero {
       self: { href: `${prefix}/items/${item.key}`, type: "application/json" },
       alternate: { href: `https://www.zotero.org/${lib.libraryName}/items/${item.key}`, type: "text/html" },
     };
+    const regularTopLevel =
+      !item.data.parentItem && item.data.itemType !== "attachment" && item.data.itemType !== "note" && item.data.itemType !== "annotation";
+    const children = regularTopLevel ? lib.items.filter((i) => i.data.parentItem === item.key) : [];
+    if (regularTopLevel && this.bestAttachmentLinks) {
+      const best = this.bestAttachment(item, children);
+      if (best) {
+        links.attachment = {
+          href: `${prefix}/items/${best.item.key}`,
+          type: "application/json",
+          attachmentType: String(best.item.data.contentType ?? ""),
+          attachmentSize: best.size,
+        };
+      }
+    }
     if (item.data.parentItem) links.up = { href: `${prefix}/items/${item.data.parentItem}`, type: "application/json" };
     const body = lib.files.get(item.key);
     if (item.data.itemType === "attachment" && body) {
@@ -1287,9 +1365,44 @@ export class FakeZotero {
     }
     if (item.data.date) meta.parsedDate = String(item.data.date);
     if (!item.data.parentItem && item.data.itemType !== "attachment" && item.data.itemType !== "note") {
-      meta.numChildren = lib.items.filter((i) => i.data.parentItem === item.key).length;
+      meta.numChildren = regularTopLevel ? children.length : lib.items.filter((i) => i.data.parentItem === item.key).length;
     }
     return { key: item.key, version: item.version, library: item.library, links, meta, data: item.data };
+  }
+
+  /**
+   * Zotero's best attachment of a regular item (what zotero.org puts in `links.attachment`):
+   * among its non-trashed imported_file/imported_url child attachments with a file in Zotero
+   * storage, PDF first, then EPUB, then HTML snapshots, then the rest; among equals, the one
+   * whose `url` is the parent's (non-empty) `url`, then the oldest `dateAdded`, then library order.
+   */
+  private bestAttachment(parent: ZoteroItem, children: readonly ZoteroItem[]): { item: ZoteroItem; size: number } | undefined {
+    const files = this.library.files;
+    const parentUrl = typeof parent.data.url === "string" ? parent.data.url : "";
+    const typeRank = (ct: unknown): number =>
+      ct === "application/pdf" ? 0 : ct === "application/epub+zip" ? 1 : ct === "text/html" ? 2 : 3;
+    const candidates = children
+      .map((item, order) => ({ item, order, body: files.get(item.key) }))
+      .filter(
+        (c): c is { item: ZoteroItem; order: number; body: Buffer } =>
+          c.body !== undefined &&
+          c.item.data.itemType === "attachment" &&
+          !c.item.data.deleted &&
+          (c.item.data.linkMode === "imported_file" || c.item.data.linkMode === "imported_url"),
+      );
+    candidates.sort((a, b) => {
+      const t = typeRank(a.item.data.contentType) - typeRank(b.item.data.contentType);
+      if (t !== 0) return t;
+      const ua = parentUrl !== "" && a.item.data.url === parentUrl ? 0 : 1;
+      const ub = parentUrl !== "" && b.item.data.url === parentUrl ? 0 : 1;
+      if (ua !== ub) return ua - ub;
+      const da = String(a.item.data.dateAdded ?? "");
+      const db = String(b.item.data.dateAdded ?? "");
+      if (da !== db) return da < db ? -1 : 1;
+      return a.order - b.order;
+    });
+    const best = candidates[0];
+    return best ? { item: best.item, size: best.body.length } : undefined;
   }
 
   private renderCollection(coll: ZoteroCollection): ZoteroCollection {
@@ -1332,12 +1445,14 @@ export class FakeZotero {
     info: ZoteroRequestInfo,
     secret: ZoteroSecretRecord,
     path: string,
+    extraHeaders: Record<string, string> = {},
   ): Promise<void> {
     const leaked = secret.apiKeyHeader !== undefined || secret.keyParam !== undefined || secret.authorization !== undefined;
     if (leaked) this.storageKeyLeaks.push(secret);
     if (leaked && this.opts.storageRejectsAuth) {
       this.send(res, 400, "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>", {
         "Content-Type": "application/xml",
+        ...extraHeaders,
       });
       return;
     }
@@ -1345,12 +1460,13 @@ export class FakeZotero {
     const key = this.tokens.get(token);
     const body = key ? this.library.files.get(key) : undefined;
     if (!key || !body) {
-      this.send(res, 404, "<Error><Code>NoSuchKey</Code></Error>", { "Content-Type": "application/xml" });
+      this.send(res, 404, "<Error><Code>NoSuchKey</Code></Error>", { "Content-Type": "application/xml", ...extraHeaders });
       return;
     }
     const item = this.findItem(key);
     this.downloadsByKey.set(key, (this.downloadsByKey.get(key) ?? 0) + 1);
     const headers: Record<string, string> = {
+      ...extraHeaders,
       "Content-Type": String(item?.data.contentType || "application/octet-stream"),
       "Content-Length": String(body.length),
       ETag: `"${md5(body)}"`,
@@ -1367,33 +1483,46 @@ export class FakeZotero {
         res.writeHead(200, headers);
         res.end(req.method === "HEAD" ? undefined : bad);
       } else {
-        res.writeHead(200, headers);
-        res.write(body.subarray(0, Math.floor(body.length / 2)), () => {
-          const t = setTimeout(() => {
-            this.timers.delete(t);
-            req.socket.destroy();
-          }, 5);
-          this.timers.add(t);
-        });
+        this.writeShort(res, 200, headers, body);
       }
       return;
     }
-    res.writeHead(200, headers);
-    res.end(req.method === "HEAD" ? undefined : body);
+    this.writeBody(res, 200, headers, req.method === "HEAD" ? undefined : body);
+  }
+
+  /** Write an answer, or (for a "short-body" fault) only half of its bytes before a reset. */
+  private writeBody(res: ServerResponse, status: number, headers: Record<string, string>, body: Buffer | undefined): void {
+    if (body !== undefined && body.length > 0 && res.req.method !== "HEAD" && this.shortBodies.has(res)) {
+      this.writeShort(res, status, headers, body);
+      return;
+    }
+    res.writeHead(status, headers);
+    res.end(body);
+  }
+
+  /** Headers with the full Content-Length, half the body, then the socket destroyed. */
+  private writeShort(res: ServerResponse, status: number, headers: Record<string, string>, body: Buffer): void {
+    const socket = res.socket;
+    res.writeHead(status, { ...headers, "Content-Length": String(body.length) });
+    res.write(body.subarray(0, Math.floor(body.length / 2)), () => {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        socket?.destroy();
+      }, 5);
+      this.timers.add(t);
+    });
   }
 
   private send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     if (res.headersSent || res.destroyed) return;
     const buf = Buffer.from(body);
-    res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Zotero-API-Version": "3", ...headers, "Content-Length": String(buf.length) });
-    res.end(buf);
+    this.writeBody(res, status, { "Content-Type": "text/plain; charset=utf-8", "Zotero-API-Version": "3", ...headers, "Content-Length": String(buf.length) }, buf);
   }
 
   private sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
     if (res.headersSent || res.destroyed) return;
     const buf = Buffer.from(JSON.stringify(value));
-    res.writeHead(status, { "Zotero-API-Version": "3", ...headers, "Content-Type": "application/json", "Content-Length": String(buf.length) });
-    res.end(buf);
+    this.writeBody(res, status, { "Zotero-API-Version": "3", ...headers, "Content-Type": "application/json", "Content-Length": String(buf.length) }, buf);
   }
 }
 
