@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { parse, YAMLParseError } from "yaml";
+import { parseDocument, type YAMLError } from "yaml";
 import { ImportError } from "../errors.js";
 import { registerSecret } from "../util/redact.js";
 import { configDir } from "../util/paths.js";
@@ -54,20 +54,14 @@ export function loadConfig(
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new ImportError("CONFIG_INVALID", `config file ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? "error"}): check its permissions`);
+    const code = (error as NodeJS.ErrnoException).code ?? "error";
+    const hint = code === "EISDIR" ? "it is a directory: give the path of the config file" : "check its permissions";
+    throw new ImportError("CONFIG_INVALID", `config file ${path} cannot be read (${code}): ${hint}`);
   }
 
-  let raw: unknown;
-  try {
-    raw = parse(text) ?? {};
-  } catch (error) {
-    if (error instanceof YAMLParseError) {
-      const where = error.linePos?.[0] ? ` at line ${error.linePos[0].line}, column ${error.linePos[0].col}` : "";
-      throw new ImportError("CONFIG_INVALID", `${path}: not valid YAML${where}: ${error.message.split("\n")[0]}`);
-    }
-    throw error;
-  }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+  const raw = parseYaml(text, path);
+  if (raw === null || raw === undefined) throw new ImportError("CONFIG_INVALID", `${path}: the file is empty: copy config.example.yml there and fill it in`);
+  if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new ImportError("CONFIG_INVALID", `${path}: expected sections zotero:, refserver: (see config.example.yml)`);
   }
 
@@ -95,20 +89,65 @@ export function loadConfig(
   return { config, path, warnings };
 }
 
-function section(raw: Record<string, unknown>, name: string): Record<string, unknown> {
+/** The largest number of YAML aliases (*name) resolved: a config needs none; an alias bomb needs millions. */
+const MAX_ALIAS_COUNT = 100;
+
+/**
+ * The file's text → plain data, or ImportError(CONFIG_INVALID) in one line naming the file.
+ * Whatever the parser throws (syntax, an alias bomb's "Excessive alias count", anything else)
+ * becomes that one line; warnings (an unknown !tag) count as mistakes too.
+ */
+function parseYaml(text: string, path: string): unknown {
+  const oneLine = (message: string) => message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "").trim();
+  try {
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    const problem: YAMLError | undefined = doc.errors[0] ?? doc.warnings[0];
+    if (problem) {
+      const where = problem.linePos?.[0] ? ` at line ${problem.linePos[0].line}, column ${problem.linePos[0].col}` : "";
+      throw new ImportError("CONFIG_INVALID", `${path}: not valid YAML${where}: ${oneLine(problem.message)}`);
+    }
+    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) as unknown;
+  } catch (error) {
+    if (error instanceof ImportError) throw error;
+    const message = oneLine(error instanceof Error ? error.message : String(error));
+    if (/alias/i.test(message)) {
+      throw new ImportError("CONFIG_INVALID", `${path}: not usable YAML: ${message}: write the values out instead of repeating aliases (*name)`, { cause: error });
+    }
+    throw new ImportError("CONFIG_INVALID", `${path}: not usable YAML (${error instanceof Error ? error.name : "error"}: ${message}): compare it with config.example.yml`, { cause: error });
+  }
+}
+
+/** A copy of a section to apply overrides to; null (the section written empty) is an empty one. Anything else is left for validation to name. */
+function section(raw: Record<string, unknown>, name: string): Record<string, unknown> | undefined {
   const value = raw[name];
-  return typeof value === "object" && value !== null && !Array.isArray(value) ? { ...(value as Record<string, unknown>) } : value === undefined || value === null ? {} : (value as Record<string, unknown>);
+  if (value === undefined || value === null) return {};
+  return typeof value === "object" && !Array.isArray(value) ? { ...(value as Record<string, unknown>) } : undefined;
 }
 
 function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, cwd: string): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...raw };
   const zotero = section(raw, "zotero");
   const refserver = section(raw, "refserver");
   const importOptions = section(raw, "import_options");
+  if (zotero) {
+    applyZoteroOverrides(zotero, overrides, env, cwd);
+    out.zotero = zotero;
+  }
+  if (refserver) {
+    if (env.REFSERVER_USERNAME) refserver.username = env.REFSERVER_USERNAME;
+    if (env.REFSERVER_PASSWORD) refserver.password = env.REFSERVER_PASSWORD;
+    out.refserver = refserver;
+  }
+  if (importOptions) {
+    if (overrides.batchSize !== undefined) importOptions.batch_size = overrides.batchSize;
+    if (overrides.delaySeconds !== undefined) importOptions.delay_seconds = overrides.delaySeconds;
+    out.import_options = importOptions;
+  }
+  return out;
+}
+
+function applyZoteroOverrides(zotero: Record<string, unknown>, overrides: ConfigOverrides, env: NodeJS.ProcessEnv, cwd: string): void {
   if (env.ZOTERO_API_KEY) zotero.api_key = env.ZOTERO_API_KEY;
-  if (env.REFSERVER_USERNAME) refserver.username = env.REFSERVER_USERNAME;
-  if (env.REFSERVER_PASSWORD) refserver.password = env.REFSERVER_PASSWORD;
-  if (overrides.batchSize !== undefined) importOptions.batch_size = overrides.batchSize;
-  if (overrides.delaySeconds !== undefined) importOptions.delay_seconds = overrides.delaySeconds;
   const zoteroDir = overrides.zoteroDir;
   if (zoteroDir !== undefined) {
     zotero.source = "local";
@@ -119,7 +158,6 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
     const dir = zotero.data_dir.trim();
     zotero.data_dir = dir === "~" || dir.startsWith("~/") ? join(env.HOME || homedir(), dir.slice(2)) : resolve(cwd, dir);
   }
-  return { ...raw, zotero, refserver, import_options: importOptions };
 }
 
 function hasSecretInFile(raw: Record<string, unknown>): boolean {
