@@ -11,6 +11,7 @@ export type ErrorCode =
   | "ZOTERO_HTTP"
   | "ZOTERO_BAD_DATA"
   | "ZOTERO_FILE_MISSING"
+  | "ZOTERO_STORAGE"
   | "DOWNLOAD_MD5_MISMATCH"
   | "FILE_IO"
   | "REFSERVER_AUTH"
@@ -21,6 +22,7 @@ export type ErrorCode =
   | "NETWORK"
   | "LOCK_BUSY"
   | "CHECKPOINT_INVALID"
+  | "CHECKPOINT_WRITE"
   | "INTERRUPTED";
 
 export interface ImportErrorOptions {
@@ -31,6 +33,10 @@ export interface ImportErrorOptions {
   cause?: unknown;
   /** True when the failure is about reaching the server at all (refused, reset, timeout). */
   connection?: boolean;
+  /** The server asked us to slow down (429, 503, "database is locked"): feeds the pacer. */
+  congestion?: boolean;
+  /** The pacer's circuit breaker opened: the server stayed unreachable past give_up_after_seconds. */
+  breaker?: boolean;
 }
 
 export class ImportError extends Error {
@@ -39,6 +45,8 @@ export class ImportError extends Error {
   readonly status: number | undefined;
   readonly retryAfterMs: number | undefined;
   readonly connection: boolean;
+  readonly congestion: boolean;
+  readonly breaker: boolean;
 
   constructor(code: ErrorCode, message: string, options: ImportErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -48,6 +56,8 @@ export class ImportError extends Error {
     this.status = options.status;
     this.retryAfterMs = options.retryAfterMs;
     this.connection = options.connection ?? false;
+    this.congestion = options.congestion ?? false;
+    this.breaker = options.breaker ?? false;
   }
 }
 

@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { ImportError, messageOf } from "../errors.js";
+import { messageOf } from "../errors.js";
+import { exitCodeFor } from "../failure/policy.js";
 import { redact } from "../util/redact.js";
 import { VERSION } from "../version.js";
 import { ExitCode } from "./exit-codes.js";
@@ -21,32 +22,6 @@ function seconds(value: string): number {
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
-
-/** The one place errors become exit codes. */
-export function exitCodeFor(error: unknown): number {
-  if (error instanceof ImportError) {
-    switch (error.code) {
-      case "USAGE":
-      case "CONFIG_INVALID":
-      case "CONFIG_MISSING":
-      case "CHECKPOINT_INVALID":
-        return ExitCode.Usage;
-      case "ZOTERO_AUTH":
-      case "REFSERVER_AUTH":
-        return ExitCode.Auth;
-      case "LOCK_BUSY":
-      case "REFSERVER_LOCKED":
-      case "REFSERVER_UNAVAILABLE":
-      case "NETWORK":
-        return ExitCode.Unavailable;
-      case "INTERRUPTED":
-        return ExitCode.Interrupted;
-      default:
-        return error.retriable ? ExitCode.Unavailable : ExitCode.SomeFailed;
-    }
-  }
-  return ExitCode.SomeFailed;
-}
 
 export function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
   const program = new Command("import-from-zotero")
@@ -75,8 +50,9 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .addHelpText(
       "after",
       `
-Exit codes: 0 all done, 1 some items failed, 2 usage or config error, 3 authentication,
-            75 server unavailable or another run holds the lock, 130 interrupted.
+Exit codes: 0 all done, 1 some items failed (or the checkpoint could not be written),
+            2 usage or config error, 3 authentication, 75 server unavailable or another
+            run holds the lock, 130 interrupted (the next run carries on).
 Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     )
     .action(async (opts: ImportFlags) => {

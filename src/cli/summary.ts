@@ -3,6 +3,7 @@ import { skipReasonText, type SkipReason } from "../plan/select.js";
 import type { PipelineResult } from "../transfer/pipeline.js";
 import { creatorName } from "../zotero/types.js";
 import { formatBytes, truncate } from "../progress/format.js";
+import type { PreviewRow } from "./preview.js";
 
 export interface RunSummary {
   imported: number;
@@ -15,7 +16,8 @@ export interface RunSummary {
   retries: number;
 }
 
-export function summarise(plan: Plan, result: PipelineResult | null): RunSummary {
+/** Pure: the plan and what the pipeline did → the run's counts. */
+export function summarise(plan: Plan, result: PipelineResult | null, limit: number | null = null): RunSummary {
   const skipped: Partial<Record<SkipReason, number>> = {};
   for (const s of plan.skipped) skipped[s.reason] = (skipped[s.reason] ?? 0) + 1;
   const summary: RunSummary = {
@@ -32,7 +34,7 @@ export function summarise(plan: Plan, result: PipelineResult | null): RunSummary
     summary.bytes += r.bytes ?? 0;
     if (r.outcome === "imported") summary.imported++;
     else if (r.outcome === "already") summary.alreadyPresent++;
-    else if (r.outcome === "skipped") skipped.file_missing = (skipped.file_missing ?? 0) + 1;
+    else if (r.outcome === "skipped") skipped.not_synced = (skipped.not_synced ?? 0) + 1;
     else if (r.outcome === "interrupted") summary.interrupted++;
     else {
       summary.failed.push({
@@ -44,7 +46,13 @@ export function summarise(plan: Plan, result: PipelineResult | null): RunSummary
       });
     }
   }
-  if (result && plan.toImport > result.results.length) summary.interrupted += plan.toImport - result.results.length - summary.interrupted;
+  if (result) {
+    // Never started: beyond --limit, or cut off by a stop while the limit still had room.
+    const room = limit === null ? Infinity : Math.max(0, limit - summary.imported - summary.interrupted);
+    const cut = result.stoppedBy === null ? 0 : Math.min(result.notStarted.length, room);
+    summary.interrupted += cut;
+    summary.deferredByLimit = result.notStarted.length - cut;
+  }
   return summary;
 }
 
@@ -64,17 +72,6 @@ export function formatSummary(s: RunSummary): string {
   return lines.join("\n");
 }
 
-export interface PreviewRow {
-  key: string;
-  title: string;
-  authors: string;
-  year: number | null;
-  pdf: string | null;
-  size: number | null;
-  action: "import" | "already done" | "skip" | "later (--limit)";
-  reason?: string;
-}
-
 export function previewRows(plan: Plan): PreviewRow[] {
   const rows: PreviewRow[] = [];
   const authorsOf = (names: string[]): string => (names.length > 2 ? `${names.slice(0, 2).join(", ")} et al.` : names.join(", "));
@@ -88,6 +85,7 @@ export function previewRows(plan: Plan): PreviewRow[] {
       pdf: attachment.filename,
       size: attachment.size,
       action: a.kind === "import" ? "import" : a.kind === "done" ? "already done" : "later (--limit)",
+      unsynced: a.candidate.unsynced > 0,
       ...(a.kind === "done" ? { reason: a.via === "journal" ? "in checkpoint" : "on server" } : {}),
     });
   }
@@ -101,30 +99,8 @@ export function previewRows(plan: Plan): PreviewRow[] {
       size: null,
       action: "skip",
       reason: skipReasonText[s.reason],
+      unsynced: s.reason === "not_synced",
     });
   }
   return rows;
-}
-
-export function formatPreview(rows: PreviewRow[], width: number, showLater = false): string {
-  const later = rows.filter((r) => r.action === "later (--limit)").length;
-  const shown = showLater ? rows : rows.filter((r) => r.action !== "later (--limit)");
-  const hasSize = shown.some((r) => r.size !== null);
-  const titleWidth = Math.max(20, Math.min(60, width - 100));
-  const header = ["ACTION", "KEY", "YEAR", "TITLE", "AUTHORS", "PDF", ...(hasSize ? ["SIZE"] : []), "NOTE"];
-  const table = shown.map((r) => [
-    r.action === "already done" ? "done" : r.action === "later (--limit)" ? "later" : r.action,
-    r.key,
-    r.year === null ? "" : String(r.year),
-    truncate(r.title || "(untitled)", titleWidth),
-    truncate(r.authors, 28),
-    truncate(r.pdf ?? "", 30),
-    ...(hasSize ? [r.size === null ? "" : formatBytes(r.size)] : []),
-    r.reason ?? (r.action === "later (--limit)" ? "beyond --limit" : ""),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
-  const lines = [fmt(header), ...table.map(fmt)];
-  if (!showLater && later > 0) lines.push(`… and ${later} more to import in later runs (beyond --limit; --verbose lists them)`);
-  return lines.join("\n");
 }

@@ -3,13 +3,6 @@ import { dirname } from "node:path";
 import { ImportError } from "../errors.js";
 import type { JournalRecord } from "./records.js";
 
-export interface ReadResult {
-  records: JournalRecord[];
-  /** Lines that could not be parsed (a torn last line is expected after a crash). */
-  badLines: number;
-  tornTail: boolean;
-}
-
 export interface ScanResult {
   /** Lines that could not be parsed (a torn last line is expected after a crash). */
   badLines: number;
@@ -66,9 +59,38 @@ export function readJournal(path: string): ReadResult {
  */
 export class Journal {
   private fd: number | null;
+  /** Set by the first failed write or sync: nothing more is written after it. */
+  private broken: ImportError | null = null;
 
   private constructor(readonly path: string, fd: number) {
     this.fd = fd;
+  }
+
+  /** The write failure that stopped this journal, if any. */
+  get failure(): ImportError | null {
+    return this.broken;
+  }
+
+  private fail(error: unknown): ImportError {
+    if (this.broken) return this.broken;
+    const e = error as NodeJS.ErrnoException;
+    const why = e.code === "ENOSPC" ? "no space left on the device" : e.code === "EDQUOT" ? "disk quota exceeded" : (e.message ?? String(error));
+    this.broken = new ImportError(
+      "CHECKPOINT_WRITE",
+      `cannot write the checkpoint ${this.path} (${e.code ?? "error"}: ${why}): free some space or set paths.checkpoint elsewhere, then run again; what was recorded is kept`,
+      { cause: error },
+    );
+    return this.broken;
+  }
+
+  private write(record: JournalRecord): void {
+    if (this.broken) throw this.broken;
+    if (this.fd === null) throw new Error("journal is closed");
+    try {
+      writeSync(this.fd, JSON.stringify(record) + "\n");
+    } catch (error) {
+      throw this.fail(error);
+    }
   }
 
   static open(path: string): Journal {
@@ -96,9 +118,12 @@ export class Journal {
 
   /** Append and fsync before returning (for the few records outside the transfer pipeline). */
   append(record: JournalRecord): void {
-    if (this.fd === null) throw new Error("journal is closed");
-    writeSync(this.fd, JSON.stringify(record) + "\n");
-    fdatasyncSync(this.fd);
+    this.write(record);
+    try {
+      fdatasyncSync(this.fd!);
+    } catch (error) {
+      throw this.fail(error);
+    }
   }
 
   /** The sync under way, and the one queued for records written after it started. */
@@ -111,8 +136,11 @@ export class Journal {
    * without stalling each other's transfers.
    */
   appendDurable(record: JournalRecord): Promise<void> {
-    if (this.fd === null) return Promise.reject(new Error("journal is closed"));
-    writeSync(this.fd, JSON.stringify(record) + "\n");
+    try {
+      this.write(record);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (!this.syncing) return this.startSync();
     if (!this.queued) {
       let resolve!: () => void;
@@ -127,6 +155,7 @@ export class Journal {
   }
 
   private startSync(): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
     const fd = this.fd;
     if (fd === null) return Promise.reject(new Error("journal is closed"));
     this.syncing = new Promise<void>((resolve, reject) => {
@@ -135,7 +164,7 @@ export class Journal {
         const waiting = this.queued;
         this.queued = null;
         if (waiting) this.startSync().then(waiting.resolve, waiting.reject);
-        if (error) reject(error);
+        if (error) reject(this.fail(error));
         else resolve();
       });
     });

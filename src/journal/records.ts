@@ -20,6 +20,11 @@ export interface ItemRecord {
   error?: string;
   /** A failure retrying cannot fix without a change (422, 413, a missing file). */
   permanent?: boolean;
+  /**
+   * The item's PDF attachments with their versions when it was skipped for having no file
+   * ("KEY:version,…"): it is not asked for again until one of them changes.
+   */
+  atts?: string;
   bytes?: number;
 }
 

@@ -12,6 +12,8 @@ export interface ItemState {
   code?: string | undefined;
   error?: string | undefined;
   permanent?: boolean | undefined;
+  /** For a "not synced" skip: the PDF attachments and versions it was judged on. */
+  atts?: string | undefined;
   attempts: number;
   ts: string;
 }
@@ -53,6 +55,7 @@ export class JournalReducer {
       code: r.code,
       error: r.error,
       permanent: r.permanent,
+      atts: r.atts,
       attempts: (prev?.attempts ?? 0) + (r.status === "started" ? 1 : 0),
       ts: r.ts,
     });

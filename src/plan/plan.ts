@@ -1,6 +1,6 @@
 import type { JournalState } from "../journal/state.js";
 import type { KnownLink } from "../refserver/client.js";
-import type { Candidate, Skipped } from "./select.js";
+import { pdfSignature, type Candidate, type Skipped } from "./select.js";
 
 export type Action =
   | { kind: "import"; candidate: Candidate; retry: boolean }
@@ -24,14 +24,23 @@ export interface Plan {
 /**
  * Pure: the candidates, the journal and what the server already holds → what to do.
  * --limit counts items that will be imported now, never items already done or skipped.
+ * The pipeline takes the "import" and then the "later" actions in order, so an item that
+ * turns out to have no file, or fails, leaves its --limit slot to the next one.
+ * An item remembered as "PDF not synced" is skipped without asking Zotero again, until one of
+ * its PDF attachments changes version.
  */
 export function makePlan(candidates: Candidate[], skipped: Skipped[], journal: JournalState, known: Map<string, KnownLink> | null, options: PlanOptions): Plan {
   const actions: Action[] = [];
   let toImport = 0;
   let alreadyDone = 0;
   let deferred = 0;
+  const skippedAll = [...skipped];
   for (const candidate of candidates) {
     const state = journal.items.get(candidate.item.key);
+    if (state?.status === "skipped" && state.code === "ZOTERO_FILE_MISSING" && state.atts === pdfSignature(candidate.item) && !options.retryFailedOnly) {
+      skippedAll.push({ item: candidate.item, reason: "not_synced" });
+      continue;
+    }
     if (state?.status === "done") {
       actions.push({ kind: "done", candidate, via: "journal", docId: state.docId ?? null });
       alreadyDone++;
@@ -53,5 +62,5 @@ export function makePlan(candidates: Candidate[], skipped: Skipped[], journal: J
     actions.push({ kind: "import", candidate, retry: isRetry });
     toImport++;
   }
-  return { actions, skipped, toImport, alreadyDone, deferred };
+  return { actions, skipped: skippedAll, toImport, alreadyDone, deferred };
 }

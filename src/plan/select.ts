@@ -9,7 +9,7 @@ export type SkipReason =
   | "not_pdf"
   | "item_type_filtered"
   | "excluded_tag"
-  | "file_missing";
+  | "not_synced";
 
 export const skipReasonText: Record<SkipReason, string> = {
   note: "a note, nothing to import",
@@ -19,13 +19,21 @@ export const skipReasonText: Record<SkipReason, string> = {
   not_pdf: "attachment is not a PDF",
   item_type_filtered: "item type not in import_options.item_types",
   excluded_tag: "has a tag in import_options.exclude_tags",
-  file_missing: "file not in Zotero storage",
+  not_synced: "PDF not synced to Zotero storage",
 };
 
 export interface Candidate {
   item: Item;
-  /** The first stored PDF: the one uploaded. */
+  /** The PDF to upload: the first of `attachments`. */
   attachment: Attachment;
+  /**
+   * Every PDF of the item that may have a file, best first: Zotero's own best attachment,
+   * then stored PDFs known to have a file, then those that cannot be told without asking.
+   * When one has no file after all (Zotero answers 404), the next is taken.
+   */
+  attachments: Attachment[];
+  /** PDFs of the item that Zotero holds no file for (shown in the preview). */
+  unsynced: number;
 }
 
 export interface Skipped {
@@ -49,17 +57,45 @@ export function isPdf(att: Attachment): boolean {
   return /\.pdf$/i.test(att.filename ?? "");
 }
 
-/** Pure: which attachment of an item would be uploaded, or why none. */
-export function pickAttachment(item: Item, linkedFiles = false): Attachment | SkipReason {
+/** The PDFs of an item that could be uploaded, best first, and how many have no file. */
+export interface Pick {
+  attachments: Attachment[];
+  unsynced: number;
+}
+
+/**
+ * Pure: which attachments of an item may be uploaded, in the order to try them, or why none.
+ * A PDF the source knows has no file (never uploaded to Zotero storage, not on disk) is never
+ * chosen; when no PDF of the item has one, the item is skipped as "not synced" without a request.
+ */
+export function pickAttachment(item: Item, linkedFiles = false): Pick | SkipReason {
   if (item.itemType === "note") return "note";
   if (item.attachments.length === 0) return "no_attachment";
-  const stored = item.attachments.find((a) => STORED.has(a.linkMode) && isPdf(a));
-  if (stored) return stored;
-  const linked = linkedFiles ? item.attachments.find((a) => a.linkMode === "linked_file" && isPdf(a)) : undefined;
-  if (linked) return linked;
+  const storedPdfs = item.attachments.filter((a) => STORED.has(a.linkMode) && isPdf(a));
+  const rank = (a: Attachment): number => (a.key === item.bestAttachment ? 0 : a.hasFile === true ? 1 : 2);
+  const usable = storedPdfs.filter((a) => a.hasFile !== false);
+  // Stable: equal ranks keep Zotero's order.
+  const ordered = usable.map((a, i) => ({ a, i })).sort((x, y) => rank(x.a) - rank(y.a) || x.i - y.i).map((x) => x.a);
+  const linked = linkedFiles ? item.attachments.filter((a) => a.linkMode === "linked_file" && isPdf(a) && a.hasFile !== false) : [];
+  const attachments = [...ordered, ...linked];
+  const unsynced = storedPdfs.length - usable.length;
+  if (attachments.length > 0) return { attachments, unsynced };
+  if (storedPdfs.length > 0) return "not_synced";
   if (item.attachments.some((a) => a.linkMode === "linked_file" && isPdf(a))) return "linked_file";
   if (item.attachments.every((a) => a.linkMode === "linked_url")) return "linked_url";
   return "not_pdf";
+}
+
+/**
+ * Pure: an item's PDF attachments and their versions, as remembered with a "not synced"
+ * skip: when one of them changes (a file uploaded, a PDF added), the item is tried again.
+ */
+export function pdfSignature(item: Item): string {
+  return item.attachments
+    .filter((a) => isPdf(a) && a.linkMode !== "linked_url")
+    .map((a) => `${a.key}:${a.version}`)
+    .sort()
+    .join(",");
 }
 
 /** Pure: items + options → importable candidates and skips with reasons, in library order. */
@@ -81,7 +117,7 @@ export function selectItems(items: Item[], options: SelectOptions): { candidates
     }
     const pick = pickAttachment(item, options.linkedFiles);
     if (typeof pick === "string") skipped.push({ item, reason: pick });
-    else candidates.push({ item, attachment: pick });
+    else candidates.push({ item, attachment: pick.attachments[0]!, attachments: pick.attachments, unsynced: pick.unsynced });
   }
   return { candidates, skipped };
 }

@@ -46,7 +46,7 @@ export class LineRenderer implements Renderer {
         this.line(`FAILED ${e.key} "${truncate(e.title, 60)}": ${e.message}${e.permanent ? "" : " (will retry next run)"}`);
         break;
       case "item-skipped":
-        if (v === "verbose" || e.reason === "file_missing") this.line(`skipped ${e.key} "${truncate(e.title, 60)}": ${e.detail ?? e.reason}`);
+        if (v === "verbose" || e.reason === "not_synced") this.line(`skipped ${e.key} "${truncate(e.title, 60)}": ${e.detail ?? e.reason}`);
         break;
       case "pause":
         if (v === "verbose") this.line(`pause ${formatDuration(e.delayMs)} (${e.reason})`);

@@ -19,13 +19,15 @@ export interface RefServerOptions {
   onRetry?: (info: { what: string; error: ImportError; attempt: number; delayMs: number }) => void;
   /** Shared pacing of uploads and login: adaptive in-flight limit, Retry-After gate, breaker. */
   pacer?: Pacer;
+  /** The first SIGINT/SIGTERM: no more retries or waits; the attempt in flight finishes. */
+  stop?: AbortSignal | undefined;
 }
 
 /** How an attempt went, for the pacer. */
 function answerKind(outcome: UploadVerdict | ImportError): AnswerKind {
   if (outcome instanceof ImportError) {
     if (outcome.connection) return "unreachable";
-    if (outcome.code === "REFSERVER_LOCKED" || outcome.status === 429 || outcome.status === 503) return "congested";
+    if (outcome.congestion) return "congested";
     return "other";
   }
   if (outcome.kind === "imported" || outcome.kind === "already") return "clean";
@@ -77,7 +79,7 @@ export class RefServerClient {
     this.loginInFlight ??= withRetry(
       () => this.paced(signal, () => this.loginOnce(signal)),
       this.options.retry,
-      { sleep: this.options.sleep, signal, consumesRetry: (e) => !this.options.pacer || !e.connection, onRetry: (i) => this.options.onRetry?.({ what: "login", ...i }) },
+      { sleep: this.options.sleep, signal, stop: this.options.stop, consumesRetry: (e) => !this.options.pacer || !e.connection, onRetry: (i) => this.options.onRetry?.({ what: "login", ...i }) },
     )
       .then((token) => {
         this.token = token;
@@ -91,7 +93,9 @@ export class RefServerClient {
 
   /** Run one attempt in a pacer slot, telling the pacer how it went. */
   private async paced<T>(signal: AbortSignal | undefined, attempt: () => Promise<T>, kindOf: (value: T) => AnswerKind = () => "clean"): Promise<T> {
-    const slot = await this.options.pacer?.acquire(signal);
+    // Waiting for a slot (or a Retry-After) ends at a stop: nothing new is sent then.
+    const stop = this.options.stop;
+    const slot = await this.options.pacer?.acquire(stop && signal ? AbortSignal.any([signal, stop]) : (stop ?? signal));
     try {
       const value = await attempt();
       const answered = value as { kind?: string; error?: ImportError };
@@ -172,6 +176,7 @@ export class RefServerClient {
       {
         sleep: this.options.sleep,
         signal,
+        stop: this.options.stop,
         consumesRetry: (e) => !this.options.pacer || !e.connection,
         onRetry: (i) => (onRetry ?? this.options.onRetry)?.({ what: `upload ${meta.zoteroKey}`, ...i }),
       },

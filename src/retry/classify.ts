@@ -1,23 +1,6 @@
 import { ImportError } from "../errors.js";
+import { CONNECTION_ERROR_CODES, statusError, statusVerdict } from "../failure/policy.js";
 import { parseRetryAfter } from "../util/time.js";
-
-/** undici / Node error codes that mean "the connection failed; try again". */
-const CONNECTION_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EAI_AGAIN",
-  "UND_ERR_SOCKET",
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT",
-  "UND_ERR_CLOSED",
-  "UND_ERR_REQ_RETRY",
-]);
 
 function errorCodes(error: unknown): string[] {
   const codes: string[] = [];
@@ -34,7 +17,7 @@ function errorCodes(error: unknown): string[] {
 export function classifyNetworkError(error: unknown, what: string): ImportError {
   if (error instanceof ImportError) return error;
   const codes = errorCodes(error);
-  const code = codes.find((c) => CONNECTION_CODES.has(c));
+  const code = codes.find((c) => CONNECTION_ERROR_CODES.has(c));
   if (code) {
     return new ImportError("NETWORK", `${what}: connection failed (${code})`, { retriable: true, connection: true, cause: error });
   }
@@ -69,27 +52,17 @@ export function classifyRefServerAnswer(status: number, bodyText: string, retryA
     const m = /doc_id:\s*([0-9a-fA-F-]{8,})/.exec(detail);
     return { kind: "already", docId: m?.[1] ?? null };
   }
-  if (status === 401) return { kind: "reauth" };
-  if (status === 403) {
-    return { kind: "error", error: new ImportError("REFSERVER_AUTH", `server refused access (403 ${detail || "Forbidden"}): the RefServer user must be an admin`, { status }) };
-  }
   const retryAfterMs = parseRetryAfter(retryAfter);
-  if (status === 429 || status === 503) {
-    return { kind: "error", error: new ImportError("REFSERVER_UNAVAILABLE", `server busy (${status}${detail ? ` ${detail}` : ""})`, { status, retriable: true, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }) };
-  }
-  if (status >= 500) {
-    const locked = /database is locked|database is busy|SQLITE_BUSY/i.test(detail);
-    return {
-      kind: "error",
-      error: new ImportError(locked ? "REFSERVER_LOCKED" : "REFSERVER_UNAVAILABLE", `server error ${status}${detail ? `: ${detail}` : ""}`, {
-        status,
-        retriable: true,
-        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-      }),
-    };
-  }
-  // 400, 404, 413, 415, 422 and the rest: the request itself is wrong; retrying cannot help.
-  return { kind: "error", error: new ImportError("REFSERVER_REJECTED", `server rejected the upload (${status}${detail ? `: ${detail}` : ""})`, { status }) };
+  // Every other status: what it means is the failure policy's call (src/failure/policy.ts).
+  const rule = statusVerdict("refserver", status, detail);
+  if (rule.disposition === "reauth") return { kind: "reauth" };
+  const words: Record<string, string> = {
+    REFSERVER_AUTH: `server refused access (${status} ${detail || "Forbidden"}): the RefServer user must be an admin`,
+    REFSERVER_LOCKED: `server error ${status}${detail ? `: ${detail}` : ""}`,
+    REFSERVER_UNAVAILABLE: status >= 500 && status !== 503 ? `server error ${status}${detail ? `: ${detail}` : ""}` : `server busy (${status}${detail ? ` ${detail}` : ""})`,
+    REFSERVER_REJECTED: `server rejected the upload (${status}${detail ? `: ${detail}` : ""})`,
+  };
+  return { kind: "error", error: statusError("refserver", status, words[rule.code] ?? `server answered ${status}`, { detail, retryAfterMs }) };
 }
 
 /** JSON.parse that answers undefined instead of throwing. */

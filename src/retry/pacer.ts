@@ -1,5 +1,6 @@
 import { ImportError } from "../errors.js";
 import { realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
+import { NotBeforeGate } from "./gate.js";
 
 export type AnswerKind = "clean" | "congested" | "unreachable" | "other";
 
@@ -32,7 +33,8 @@ export class Pacer {
   limit: number;
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
-  private notBefore = 0;
+  /** A Retry-After holds every worker. */
+  private readonly gate: NotBeforeGate;
   private cleanStreak = 0;
   /** Bumped on each decrease: answers to requests sent before it don't decrease again. */
   private generation = 0;
@@ -46,6 +48,7 @@ export class Pacer {
     this.limit = Math.max(1, options.ceiling);
     this.clock = options.clock ?? realClock;
     this.sleep = options.sleep ?? realSleep;
+    this.gate = new NotBeforeGate(this.clock, this.sleep);
   }
 
   /** True once the server has been unreachable past the give-up time. */
@@ -58,6 +61,7 @@ export class Pacer {
     const seconds = ms < 10_000 ? Math.round(ms / 100) / 10 : Math.round(ms / 1000);
     return new ImportError("REFSERVER_UNAVAILABLE", `the RefServer has been unreachable for over ${seconds} s (retry.give_up_after_seconds): stopping; the next run carries on`, {
       connection: true,
+      breaker: true,
     });
   }
 
@@ -65,9 +69,8 @@ export class Pacer {
     for (;;) {
       if (this.open) throw this.breakerError();
       signal?.throwIfAborted();
-      const wait = this.notBefore - this.clock();
-      if (wait > 0) {
-        await this.sleep(wait, signal);
+      if (this.gate.remaining() > 0) {
+        await this.gate.wait(signal);
         continue;
       }
       if (this.inFlight < this.limit) break;
@@ -103,7 +106,7 @@ export class Pacer {
       return;
     }
     this.unreachableSince = null;
-    if (retryAfterMs !== undefined && retryAfterMs > 0) this.notBefore = Math.max(this.notBefore, this.clock() + retryAfterMs);
+    if (retryAfterMs !== undefined && retryAfterMs > 0) this.gate.push(retryAfterMs, "Retry-After");
     if (!this.options.adaptive) return;
     if (kind === "congested") {
       this.cleanStreak = 0;

@@ -22,7 +22,13 @@ export function backoffDelay(attempt: number, policy: RetryPolicy, retryAfterMs?
 
 export interface RetryHooks {
   sleep: Sleep;
+  /** Aborts the attempt in flight and the run (a second signal, a fatal error). */
   signal?: AbortSignal | undefined;
+  /**
+   * Stops retrying (the first SIGINT/SIGTERM): the attempt in flight runs to its end; a
+   * failure after it, or a backoff wait under way, ends as INTERRUPTED, never as failed.
+   */
+  stop?: AbortSignal | undefined;
   random?: () => number;
   /** False for failures that should not use up a retry (connection failures, which the pacer's breaker bounds by time). */
   consumesRetry?: (error: ImportError) => boolean;
@@ -35,19 +41,47 @@ export interface RetryHooks {
  * p-retry drives the loop; the wait is ours (full jitter, Retry-After, injected sleep).
  */
 export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, hooks: RetryHooks): Promise<T> {
-  return pRetry(fn, {
-    retries: policy.retries,
-    minTimeout: 0,
-    maxTimeout: 0,
-    factor: 1,
-    ...(hooks.signal ? { signal: hooks.signal } : {}),
-    shouldRetry: ({ error }) => error instanceof ImportError && error.retriable && !hooks.signal?.aborted,
-    shouldConsumeRetry: ({ error }) => !(error instanceof ImportError) || (hooks.consumesRetry?.(error) ?? true),
-    onFailedAttempt: async ({ error, attemptNumber, retriesLeft }) => {
-      if (!(error instanceof ImportError) || !error.retriable || retriesLeft <= 0 || hooks.signal?.aborted) return;
-      const delayMs = backoffDelay(attemptNumber, policy, error.retryAfterMs, hooks.random);
-      hooks.onRetry?.({ error, attempt: attemptNumber, delayMs });
-      await hooks.sleep(delayMs, hooks.signal);
-    },
-  });
+  const stopped = (): boolean => Boolean(hooks.stop?.aborted || hooks.signal?.aborted);
+  const waitSignal = hooks.stop && hooks.signal ? AbortSignal.any([hooks.stop, hooks.signal]) : (hooks.stop ?? hooks.signal);
+  let last: unknown;
+  try {
+    return await pRetry(
+      async (attempt) => {
+        // No new attempt once stopped: what is in flight finishes, nothing starts.
+        if (attempt > 1 && stopped()) throw interrupted(last);
+        try {
+          return await fn(attempt);
+        } catch (error) {
+          last = error;
+          throw error;
+        }
+      },
+      {
+        retries: policy.retries,
+        minTimeout: 0,
+        maxTimeout: 0,
+        factor: 1,
+        ...(hooks.signal ? { signal: hooks.signal } : {}),
+        shouldRetry: ({ error }) => error instanceof ImportError && error.retriable && !stopped(),
+        shouldConsumeRetry: ({ error }) => !(error instanceof ImportError) || (hooks.consumesRetry?.(error) ?? true),
+        onFailedAttempt: async ({ error, attemptNumber, retriesLeft }) => {
+          if (!(error instanceof ImportError) || !error.retriable || retriesLeft <= 0 || stopped()) return;
+          const delayMs = backoffDelay(attemptNumber, policy, error.retryAfterMs, hooks.random);
+          hooks.onRetry?.({ error, attempt: attemptNumber, delayMs });
+          await hooks.sleep(delayMs, waitSignal);
+        },
+      },
+    );
+  } catch (error) {
+    // A verdict (422, 403, a missing file) stays what it is; a retry cut short by a stop is
+    // an interruption: the work is left for the next run, never recorded as failed.
+    if (error instanceof ImportError && (!error.retriable || error.code === "INTERRUPTED")) throw error;
+    if (stopped()) throw interrupted(last ?? error);
+    throw error;
+  }
+}
+
+function interrupted(cause: unknown): ImportError {
+  const why = cause instanceof Error ? `: ${cause.message}` : "";
+  return new ImportError("INTERRUPTED", `stopped before retrying${why}`, { cause });
 }

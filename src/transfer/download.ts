@@ -17,6 +17,8 @@ export interface DownloadOptions {
   retry: RetryPolicy;
   sleep: Sleep;
   signal?: AbortSignal | undefined;
+  /** Stop retrying (the first SIGINT/SIGTERM): the attempt in flight finishes. */
+  stop?: AbortSignal | undefined;
   onBytes?: (bytes: number) => void;
   onRetry?: (info: { error: ImportError; attempt: number; delayMs: number }) => void;
 }
@@ -94,7 +96,17 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
       } catch (error) {
         rmSync(partial, { force: true });
         if (options.signal?.aborted) throw new ImportError("INTERRUPTED", "download interrupted", { cause: error });
-        throw new ImportError("NETWORK", `download of ${attachment.key} broke off: ${(error as Error).message}`, { retriable: true, connection: true, cause: error });
+        const code = (error as NodeJS.ErrnoException).code;
+        // Our own disk (the cache) is not the network: say which file and why.
+        if (code === "ENOSPC" || code === "EDQUOT" || code === "EACCES" || code === "EROFS" || code === "EIO") {
+          throw new ImportError("FILE_IO", `cannot write the download cache ${partial} (${code}): free some space or set paths.cache_dir elsewhere`, { cause: error });
+        }
+        throw new ImportError("ZOTERO_STORAGE", `download of ${attachment.key} broke off: ${(error as Error).message}`, { retriable: true, cause: error });
+      }
+      // A body shorter than announced is a broken transfer, whatever the stream said.
+      if (file.size !== null && size !== file.size) {
+        rmSync(partial, { force: true });
+        throw new ImportError("ZOTERO_STORAGE", `download of ${attachment.key} ended after ${size} of ${file.size} bytes`, { retriable: true });
       }
       const md5 = hash.digest("hex");
       if (attachment.md5 && md5 !== attachment.md5) {
@@ -104,7 +116,7 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
       return { md5, size };
     },
     options.retry,
-    { sleep: options.sleep, signal: options.signal, ...(options.onRetry ? { onRetry: options.onRetry } : {}) },
+    { sleep: options.sleep, signal: options.signal, stop: options.stop, ...(options.onRetry ? { onRetry: options.onRetry } : {}) },
   );
 
   // Without an MD5 to check a cached file against on reuse, make it durable before the

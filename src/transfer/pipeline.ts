@@ -1,18 +1,24 @@
+import { setMaxListeners } from "node:events";
 import { rm } from "node:fs/promises";
 import pLimit from "p-limit";
 import { ImportError, messageOf } from "../errors.js";
+import { codePolicy, stopsRun } from "../failure/policy.js";
 import type { Journal } from "../journal/journal.js";
 import type { ItemRecord } from "../journal/records.js";
-import type { Candidate } from "../plan/select.js";
+import { pdfSignature, type Candidate } from "../plan/select.js";
 import type { Emit } from "../progress/events.js";
 import { uploadFilename, type RefServerClient, type UploadMetadata } from "../refserver/client.js";
 import type { RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
-import { creatorName, type ZoteroSource } from "../zotero/types.js";
+import { ZOTERO_MAX_CONCURRENT } from "../zotero/web-api.js";
+import { creatorName, type Attachment, type ZoteroSource } from "../zotero/types.js";
 import { downloadAttachment } from "./download.js";
 
 export interface PipelineOptions {
+  /** In order; taken from the head while --limit has room. */
   candidates: Candidate[];
+  /** Import at most this many papers; an item skipped or failed leaves its slot to the next. */
+  limit: number | null;
   source: ZoteroSource;
   client: RefServerClient;
   journal: Journal;
@@ -26,7 +32,7 @@ export interface PipelineOptions {
   retry: RetryPolicy;
   sleep: Sleep;
   emit: Emit;
-  /** Stop starting new items (SIGINT/SIGTERM); in-flight ones finish. */
+  /** The first SIGINT/SIGTERM: start nothing new, retry nothing; requests in flight finish. */
   stop: AbortSignal;
   /** Abort in-flight work too (a second signal). */
   hardStop: AbortSignal;
@@ -46,17 +52,21 @@ export interface ItemResult {
   bytes?: number;
 }
 
+export type StoppedBy = "signal" | "server-unavailable" | "auth" | "checkpoint";
+
 export interface PipelineResult {
   results: ItemResult[];
+  /** Candidates never started: left by --limit, or by a stop. */
+  notStarted: Candidate[];
   /** Why the run stopped early, if it did. */
-  stoppedBy: "signal" | "server-unavailable" | "auth" | null;
+  stoppedBy: StoppedBy | null;
   fatal: ImportError | null;
   retries: number;
 }
 
 /** The metadata we send for a candidate; an empty title falls back to the attachment's. */
-export function metadataFor(candidate: Candidate, libraryId: string): UploadMetadata {
-  const { item, attachment } = candidate;
+export function metadataFor(candidate: Candidate, libraryId: string, attachment: Attachment = candidate.attachment): UploadMetadata {
+  const { item } = candidate;
   const title = item.title.trim() || attachment.title.trim() || (attachment.filename ?? "").trim() || item.key;
   return {
     title,
@@ -70,122 +80,173 @@ export function metadataFor(candidate: Candidate, libraryId: string): UploadMeta
   };
 }
 
-const PERMANENT = new Set(["REFSERVER_REJECTED", "ZOTERO_BAD_DATA", "ZOTERO_FILE_MISSING"]);
+function stoppedByOf(error: ImportError): StoppedBy {
+  if (error.code === "CHECKPOINT_WRITE") return "checkpoint";
+  if (error.code === "REFSERVER_AUTH" || error.code === "ZOTERO_AUTH") return "auth";
+  return "server-unavailable";
+}
 
 /**
- * The transfer pipeline: for each candidate, journal "started" → download → verify →
- * upload → journal the outcome. batch_size items in flight; delay_seconds between batches.
+ * The transfer pipeline: for each candidate, journal "started" → download (the item's next
+ * PDF when Zotero has no file for one) → verify → upload → journal the outcome.
+ * batch_size uploads in flight; delay_seconds between batches; --limit papers at most.
+ * Never throws: every item settles, then the result says why the run stopped, if it did.
  */
 export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   const results: ItemResult[] = [];
-  let stoppedBy: PipelineResult["stoppedBy"] = null;
+  let stoppedBy: StoppedBy | null = null;
   let fatal: ImportError | null = null;
   let retries = 0;
   // runStop: start nothing new. fatalStop: also abort what is in flight (auth lost, server gone).
   const runStop = new AbortController();
   const fatalStop = new AbortController();
-  const stopAll = (why: NonNullable<PipelineResult["stoppedBy"]>, error: ImportError | null): void => {
+  const stopAll = (why: StoppedBy, error: ImportError | null): void => {
     if (stoppedBy === null) {
       stoppedBy = why;
       fatal = error;
     }
     runStop.abort();
-    if (why !== "signal") fatalStop.abort();
+    if (why !== "signal" && why !== "checkpoint") fatalStop.abort();
   };
-  if (o.stop.aborted) stopAll("signal", null);
-  o.stop.addEventListener("abort", () => stopAll("signal", null), { once: true });
+  const onStop = (): void => stopAll("signal", null);
+  if (o.stop.aborted) onStop();
+  o.stop.addEventListener("abort", onStop, { once: true });
   const hard = AbortSignal.any([o.hardStop, fatalStop.signal]);
-  const downloads = pLimit(o.maxZoteroConcurrent ?? 4);
+  // Every request in flight listens on these: hundreds of papers are not a leak.
+  setMaxListeners(0, hard, runStop.signal);
+  const downloads = pLimit(o.maxZoteroConcurrent ?? ZOTERO_MAX_CONCURRENT);
 
-  const record = (c: Candidate, fields: Partial<ItemRecord> & Pick<ItemRecord, "status">): Promise<void> =>
+  const record = (c: Candidate, att: Attachment, fields: Partial<ItemRecord> & Pick<ItemRecord, "status">): Promise<void> =>
     o.journal.appendDurable({
       t: "item",
       ts: new Date().toISOString(),
       run: o.runId,
       scope: o.scope,
       key: c.item.key,
-      att: c.attachment.key,
+      att: att.key,
       version: c.item.version,
       title: c.item.title.slice(0, 200),
       ...fields,
     });
 
+  /** No new request once stopped: what was not sent is left for the next run. */
+  const checkStopped = (): void => {
+    if (o.stop.aborted || runStop.signal.aborted) throw new ImportError("INTERRUPTED", "stopped before this step");
+  };
+
   const processOne = async (c: Candidate): Promise<ItemResult> => {
     const title = c.item.title || c.attachment.title || c.item.key;
-    await record(c, { status: "started" });
-    o.emit({ type: "item-start", key: c.item.key, title });
     const onRetry = (what: string) => (info: { error: ImportError; attempt: number; delayMs: number }): void => {
       retries++;
       o.emit({ type: "retry", key: c.item.key, what, attempt: info.attempt, delayMs: info.delayMs, code: info.error.code, message: info.error.message });
     };
     try {
-      const file = await downloads(() =>
-        downloadAttachment({
-          source: o.source,
-          attachment: c.attachment,
-          cacheDir: o.cacheDir,
-          useCache: o.useCache,
-          retry: o.retry,
-          sleep: o.sleep,
-          signal: hard,
-          onBytes: (bytes) => o.emit({ type: "bytes", key: c.item.key, bytes }),
-          onRetry: onRetry("download"),
-        }),
-      );
-      const meta = metadataFor(c, o.libraryId);
-      const outcome = await o.client.upload(meta, file.path, uploadFilename(c.attachment.filename ?? c.attachment.title, c.attachment.key), hard, onRetry("upload"));
-      const via = outcome.kind === "imported" ? "uploaded" : "already";
-      await record(c, { status: "done", via, docId: outcome.docId, bytes: file.size });
-      await rm(file.path, { force: true });
-      o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
-      return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size };
+      await record(c, c.attachment, { status: "started" });
+      o.emit({ type: "item-start", key: c.item.key, title });
+      let missing: ImportError | null = null;
+      for (const att of c.attachments) {
+        checkStopped();
+        let file;
+        try {
+          file = await downloads(() => {
+            checkStopped();
+            return downloadAttachment({
+              source: o.source,
+              attachment: att,
+              cacheDir: o.cacheDir,
+              useCache: o.useCache,
+              retry: o.retry,
+              sleep: o.sleep,
+              signal: hard,
+              stop: runStop.signal,
+              onBytes: (bytes) => o.emit({ type: "bytes", key: c.item.key, bytes }),
+              onRetry: onRetry("download"),
+            });
+          });
+        } catch (error) {
+          // Zotero's own "no file" for this PDF: the item's next PDF may have one.
+          if (error instanceof ImportError && error.code === "ZOTERO_FILE_MISSING") {
+            missing = error;
+            o.emit({ type: "log", level: "debug", message: `${c.item.key}: ${att.key} has no file (${error.message}); trying the next PDF` });
+            continue;
+          }
+          throw error;
+        }
+        checkStopped();
+        const meta = metadataFor(c, o.libraryId, att);
+        const outcome = await o.client.upload(meta, file.path, uploadFilename(att.filename ?? att.title, att.key), hard, onRetry("upload"));
+        const via = outcome.kind === "imported" ? "uploaded" : "already";
+        await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size });
+        await rm(file.path, { force: true });
+        o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
+        return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size };
+      }
+      // No PDF of the item has a file in Zotero: remembered with the attachments' versions,
+      // so it is not asked for again until one of them changes.
+      const detail = missing?.message ?? "PDF not synced to Zotero storage";
+      await record(c, c.attachment, { status: "skipped", code: "ZOTERO_FILE_MISSING", error: detail, permanent: true, atts: pdfSignature(c.item) });
+      o.emit({ type: "item-skipped", key: c.item.key, title, reason: "not_synced", detail });
+      return { candidate: c, outcome: "skipped", code: "ZOTERO_FILE_MISSING", message: detail };
     } catch (raw) {
       const error = raw instanceof ImportError ? raw : new ImportError("NETWORK", messageOf(raw), { cause: raw });
-      if (hard.aborted && (error.code === "INTERRUPTED" || (raw as { name?: string })?.name === "AbortError" || error.retriable)) {
-        // Left as "started" in the journal: the next run picks it up (a 409 closes it if it landed).
+      if (error.code === "CHECKPOINT_WRITE") {
+        stopAll("checkpoint", error);
         return { candidate: c, outcome: "interrupted" };
       }
-      if (error.code === "ZOTERO_FILE_MISSING") {
-        await record(c, { status: "skipped", code: error.code, error: error.message, permanent: true });
-        o.emit({ type: "item-skipped", key: c.item.key, title, reason: "file_missing", detail: error.message });
-        return { candidate: c, outcome: "skipped", code: error.code, message: error.message };
+      // Stopped (a signal, or the run ending for another paper's reason): left as "started"
+      // in the journal, so the next run picks it up (a 409 closes it if the upload landed).
+      if (error.code === "INTERRUPTED" || o.hardStop.aborted || (hard.aborted && !stopsRun(error))) {
+        return { candidate: c, outcome: "interrupted" };
       }
-      const permanent = PERMANENT.has(error.code);
-      await record(c, { status: "failed", code: error.code, error: error.message, permanent });
+      const permanent = codePolicy(error.code).permanent;
       o.emit({ type: "item-failed", key: c.item.key, title, code: error.code, message: error.message, permanent });
-      if (error.code === "REFSERVER_AUTH" || error.code === "ZOTERO_AUTH") stopAll("auth", error);
-      else if (error.connection) stopAll("server-unavailable", error);
+      if (stopsRun(error)) stopAll(stoppedByOf(error), error);
+      try {
+        await record(c, c.attachment, { status: "failed", code: error.code, error: error.message, permanent });
+      } catch (journalError) {
+        if (journalError instanceof ImportError && journalError.code === "CHECKPOINT_WRITE") stopAll("checkpoint", journalError);
+      }
       return { candidate: c, outcome: "failed", code: error.code, message: error.message, permanent };
     }
   };
 
-  // Uploads in flight are bounded by the client's pacer (batch_size at most). Without a pause
-  // between batches, up to `prefetch` more items download meanwhile, so no upload slot waits
-  // for a download; with a pause, a batch is exactly batch_size items.
-  const prefetch = o.delayMs > 0 ? 0 : (o.prefetch ?? Math.min(4, o.batchSize));
-  const slots = pLimit(o.batchSize + prefetch);
-  const batches: Candidate[][] = [];
+  // The queue: candidates in order, taken while --limit has room. A slot is held from the
+  // start of an item to its end; only an import keeps it.
+  let next = 0;
+  let imported = 0;
+  let holding = 0;
+  const room = (): boolean => o.limit === null || imported + holding < o.limit;
+  const take = (): Candidate | null => {
+    if (runStop.signal.aborted || next >= o.candidates.length || !room()) return null;
+    holding++;
+    return o.candidates[next++]!;
+  };
+  const settle = (r: ItemResult): void => {
+    holding--;
+    if (r.outcome === "imported") imported++;
+    results.push(r);
+  };
+
   if (o.delayMs > 0) {
-    for (let i = 0; i < o.candidates.length; i += o.batchSize) batches.push(o.candidates.slice(i, i + o.batchSize));
-  } else {
-    batches.push(o.candidates);
-  }
-  for (let b = 0; b < batches.length; b++) {
-    if (runStop.signal.aborted) break;
-    const batch = batches[b]!;
-    const settled = await Promise.all(
-      batch.map((c) =>
-        slots(async () => {
-          if (runStop.signal.aborted) return null;
-          return processOne(c);
-        }),
-      ),
-    );
-    for (const r of settled) if (r) results.push(r);
-    if (b < batches.length - 1 && o.delayMs > 0 && !runStop.signal.aborted) {
+    // A batch is batch_size items at once, then the pause; failures leave room in the next batch.
+    for (;;) {
+      const batch: Candidate[] = [];
+      for (let c = take(); c; c = batch.length < o.batchSize ? take() : null) batch.push(c);
+      if (batch.length === 0) break;
+      (await Promise.all(batch.map(processOne))).forEach(settle);
+      if (runStop.signal.aborted || next >= o.candidates.length || !room()) break;
       o.emit({ type: "pause", delayMs: o.delayMs, reason: "delay_seconds between batches" });
       await o.sleep(o.delayMs, runStop.signal).catch(() => undefined);
     }
+  } else {
+    // Uploads in flight are bounded by the client's pacer (batch_size at most); up to
+    // `prefetch` more items download meanwhile, so no upload slot waits for a download.
+    const workers = o.batchSize + (o.prefetch ?? Math.min(4, o.batchSize));
+    const worker = async (): Promise<void> => {
+      for (let c = take(); c; c = take()) settle(await processOne(c));
+    };
+    await Promise.all(Array.from({ length: workers }, worker));
   }
-  return { results, stoppedBy, fatal, retries };
+  o.stop.removeEventListener("abort", onStop);
+  return { results, notStarted: o.candidates.slice(next), stoppedBy, fatal, retries };
 }

@@ -1,5 +1,6 @@
 import type { Dispatcher } from "undici";
 import type { Config } from "../config/schema.js";
+import type { ImportError } from "../errors.js";
 import type { RetryPolicy } from "../retry/policy.js";
 import type { Clock, Sleep } from "../util/time.js";
 import { resolveDataDir, type PlatformInfo } from "./data-dir.js";
@@ -14,6 +15,10 @@ export interface SourceDeps {
   sleep: Sleep;
   clock?: Clock;
   onWait?: (info: { reason: string; delayMs: number }) => void;
+  onRetry?: (info: { what: string; error: ImportError; attempt: number; delayMs: number }) => void;
+  onWarning?: (message: string) => void;
+  /** The first SIGINT/SIGTERM: no new listing page, no more retries. */
+  stop?: AbortSignal | undefined;
   /** Home, platform and environment for finding Zotero's data directory (source local). Default: this process's. */
   platform?: PlatformInfo;
 }
@@ -42,6 +47,9 @@ export function makeSource(config: Config, deps: SourceDeps): ConfiguredSource {
         sleep: deps.sleep,
         ...(deps.clock ? { clock: deps.clock } : {}),
         ...(deps.onWait ? { onWait: deps.onWait } : {}),
+        ...(deps.onRetry ? { onRetry: deps.onRetry } : {}),
+        ...(deps.onWarning ? { onWarning: deps.onWarning } : {}),
+        stop: deps.stop,
       });
     case "local": {
       // The data directory (configured, else the profile's, else ~/Zotero) and the base
@@ -63,6 +71,9 @@ export function makeSource(config: Config, deps: SourceDeps): ConfiguredSource {
         sleep: deps.sleep,
         ...(deps.clock ? { clock: deps.clock } : {}),
         ...(deps.onWait ? { onWait: deps.onWait } : {}),
+        ...(deps.onRetry ? { onRetry: deps.onRetry } : {}),
+        ...(deps.onWarning ? { onWarning: deps.onWarning } : {}),
+        stop: deps.stop,
       });
   }
 }

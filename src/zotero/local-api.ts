@@ -8,9 +8,10 @@ import { stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { Dispatcher } from "undici";
 import { ImportError, messageOf } from "../errors.js";
+import { statusError } from "../failure/policy.js";
 import { classifyNetworkError } from "../retry/classify.js";
-import { withRetry, type RetryPolicy } from "../retry/policy.js";
-import { realSleep, type Clock, type Sleep } from "../util/time.js";
+import type { RetryPolicy } from "../retry/policy.js";
+import type { Clock, Sleep } from "../util/time.js";
 import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 import { ZoteroWebApi } from "./web-api.js";
 
@@ -26,6 +27,9 @@ export interface LocalApiOptions {
   sleep?: Sleep;
   clock?: Clock;
   onWait?: (info: { reason: string; delayMs: number }) => void;
+  onRetry?: (info: { what: string; error: ImportError; attempt: number; delayMs: number }) => void;
+  onWarning?: (message: string) => void;
+  stop?: AbortSignal | undefined;
 }
 
 export class ZoteroLocalApi implements ZoteroSource {
@@ -49,6 +53,11 @@ export class ZoteroLocalApi implements ZoteroSource {
       ...(options.sleep ? { sleep: options.sleep } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.onWait ? { onWait: options.onWait } : {}),
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+      ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+      stop: options.stop,
+      // The local API may leave links.enclosure out for a file that is on disk: only ask.
+      fileEvidence: "local-api",
     });
   }
 
@@ -85,35 +94,32 @@ export class ZoteroLocalApi implements ZoteroSource {
 
   async openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody> {
     const url = `${this.base}/items/${encodeURIComponent(attachment.key)}/file`;
-    const location = await withRetry(
-      async () => {
-        this.fileRequests++;
-        let response: Response;
-        try {
-          response = await fetch(url, {
-            headers: { "Zotero-API-Version": "3" },
-            redirect: "manual",
-            ...(signal ? { signal } : {}),
-            ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher as unknown as RequestInit["dispatcher"] } : {}),
-          });
-        } catch (error) {
-          throw classifyNetworkError(error, `Zotero local API file of ${attachment.key}`);
-        }
-        await response.body?.cancel().catch(() => undefined);
-        if (response.status >= 300 && response.status < 400) {
-          const target = response.headers.get("location");
-          if (!target) throw new ImportError("ZOTERO_BAD_DATA", `Zotero local API file of ${attachment.key}: a redirect without a Location`);
-          return target;
-        }
-        if (response.status === 404 || response.status === 400) {
-          throw new ImportError("ZOTERO_FILE_MISSING", `file of ${attachment.key} not found: Zotero's local API answered ${response.status}`, { status: response.status });
-        }
-        if (response.status === 403) throw new ImportError("ZOTERO_AUTH", "local API refused", { status: 403 });
-        throw new ImportError("ZOTERO_HTTP", `Zotero local API file of ${attachment.key}: answer ${response.status}`, { status: response.status, retriable: response.status >= 500 });
-      },
-      this.options.retry,
-      { sleep: this.options.sleep ?? realSleep, signal },
-    ).catch((e: unknown) => this.explain(e));
+    // One attempt; the download retries the whole open (see ZoteroWebApi.openFile).
+    const location = await (async (): Promise<string> => {
+      await this.api.gate.wait(signal);
+      this.fileRequests++;
+      let response: Response;
+      try {
+        response = await fetch(url, {
+          headers: { "Zotero-API-Version": "3" },
+          redirect: "manual",
+          ...(signal ? { signal } : {}),
+          ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher as unknown as RequestInit["dispatcher"] } : {}),
+        });
+      } catch (error) {
+        throw classifyNetworkError(error, `Zotero local API file of ${attachment.key} (${url})`);
+      }
+      await response.body?.cancel().catch(() => undefined);
+      if (response.status >= 300 && response.status < 400) {
+        const target = response.headers.get("location");
+        if (!target) throw new ImportError("ZOTERO_BAD_DATA", `Zotero local API file of ${attachment.key}: a redirect without a Location`);
+        return target;
+      }
+      if (response.status === 404 || response.status === 400) {
+        throw new ImportError("ZOTERO_FILE_MISSING", `file of ${attachment.key} not found: Zotero's local API answered ${response.status}`, { status: response.status });
+      }
+      throw statusError("zotero-file", response.status, `Zotero local API file of ${attachment.key}: answer ${response.status}`);
+    })().catch((e: unknown) => this.explain(e));
 
     if (!location.startsWith("file:")) {
       // Not what Zotero does, but a plain HTTP redirect is the Web API's way: let that client follow it.

@@ -197,13 +197,18 @@ export class ZoteroLocalSource implements ZoteroSource {
       const also = new Set(options.alsoKeys ?? []);
       items = items.filter((item) => changed.has(item.key) || also.has(item.key) || item.attachments.some((a) => changed.has(a.key) || also.has(a.key)));
     }
-    // Sizes are known locally; a missing file is reported when it is opened.
+    // Sizes are known locally, and whether the file is there at all (Zotero may not have
+    // downloaded it yet): a PDF without its file is never the one chosen.
     await Promise.all(
       items.flatMap((item) =>
         item.attachments.map(async (a) => {
           const ref = this.files.get(a.key);
-          if (!ref?.path) return;
-          a.size = await stat(ref.path).then((s) => s.size, () => null);
+          if (!ref?.path) {
+            a.hasFile = a.linkMode === "linked_url" ? null : false;
+            return;
+          }
+          a.size = await stat(ref.path).then((s) => (s.isFile() ? s.size : null), () => null);
+          a.hasFile = a.size !== null;
         }),
       ),
     );
@@ -362,6 +367,7 @@ export class ZoteroLocalSource implements ZoteroSource {
       filename,
       md5: stored && att.syncState === SYNC_STATE_IN_SYNC && att.storageHash ? att.storageHash.toLowerCase() : null,
       size: null,
+      hasFile: null,
     };
   }
 

@@ -5,7 +5,7 @@ export interface RawZoteroObject {
   key?: unknown;
   version?: unknown;
   /** The Web API tells a stored file's size in links.enclosure.length. */
-  links?: { enclosure?: { length?: unknown } } | undefined;
+  links?: { enclosure?: { length?: unknown } | undefined; attachment?: { href?: unknown } | undefined } | undefined;
   data?: {
     key?: unknown;
     version?: unknown;
@@ -52,7 +52,29 @@ function tagsOf(v: unknown): string[] {
   return v.map((t) => (t && typeof t === "object" ? str((t as { tag?: unknown }).tag) : str(t))).filter((t) => t !== "");
 }
 
-function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number, size: unknown = null): Attachment {
+/**
+ * How a listing tells whether a file is stored: the Web API gives links.enclosure for every
+ * file in Zotero storage (no enclosure and no md5: never uploaded); Zotero's local API may
+ * leave both out for files that are on disk, so there only an enclosure is evidence.
+ */
+export type FileEvidence = "web" | "local-api";
+
+function hasFileOf(links: RawZoteroObject["links"], md5: string | null, evidence: FileEvidence): boolean | null {
+  if (links?.enclosure && typeof links.enclosure === "object") return true;
+  if (evidence === "local-api") return null;
+  return md5 ? null : false;
+}
+
+function bestAttachmentOf(links: RawZoteroObject["links"]): string | null {
+  const href = links?.attachment?.href;
+  if (typeof href !== "string") return null;
+  const key = href.replace(/[?#].*$/, "").split("/").filter(Boolean).pop() ?? "";
+  return KEY.test(key) ? key : null;
+}
+
+function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number, links: RawZoteroObject["links"], evidence: FileEvidence): Attachment {
+  const size = links?.enclosure?.length;
+  const md5 = strOrNull(data.md5)?.toLowerCase() ?? null;
   return {
     key,
     version,
@@ -61,8 +83,9 @@ function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, v
     linkMode: str(data.linkMode),
     contentType: strOrNull(data.contentType),
     filename: strOrNull(data.filename),
-    md5: strOrNull(data.md5)?.toLowerCase() ?? null,
+    md5,
     size: typeof size === "number" && Number.isFinite(size) && size >= 0 ? size : null,
+    hasFile: hasFileOf(links, md5, evidence),
   };
 }
 
@@ -78,6 +101,8 @@ export class ListingBuilder {
   private readonly children: Attachment[] = [];
   private readonly seen = new Set<string>();
   readonly invalid: { key: string; reason: string }[] = [];
+
+  constructor(private readonly evidence: FileEvidence = "web") {}
 
   has(key: string): boolean {
     return this.seen.has(key);
@@ -112,7 +137,7 @@ export class ListingBuilder {
     }
     const collections = Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [];
     if (itemType === "attachment") {
-      const att = attachmentOf(key, data, version, o.links?.enclosure?.length);
+      const att = attachmentOf(key, data, version, o.links, this.evidence);
       if (att.parentKey) {
         this.children.push(att);
         return;
@@ -134,6 +159,7 @@ export class ListingBuilder {
       tags: tagsOf(data.tags),
       attachments: [],
       standalone: false,
+      bestAttachment: bestAttachmentOf(o.links),
     });
   }
 

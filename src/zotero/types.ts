@@ -29,8 +29,14 @@ export interface Attachment {
   contentType: string | null;
   filename: string | null;
   md5: string | null;
-  /** Size when known (the Web API does not tell it before download). */
+  /** Size when known (the Web API tells it in links.enclosure.length; local sources stat the file). */
   size: number | null;
+  /**
+   * Does the source hold this attachment's file? true: known present (links.enclosure, the
+   * file on disk); false: known absent (never uploaded: no md5 and no enclosure, or no file on
+   * disk); null: cannot tell without asking (a WebDAV user's md5 without an enclosure).
+   */
+  hasFile: boolean | null;
 }
 
 export interface Item {
@@ -48,6 +54,8 @@ export interface Item {
   attachments: Attachment[];
   /** True for a top-level attachment item (a PDF dragged into Zotero without a parent). */
   standalone: boolean;
+  /** Zotero's own best attachment for this item (the Web API's links.attachment), when it names one. */
+  bestAttachment?: string | null;
 }
 
 export interface Collection {

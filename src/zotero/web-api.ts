@@ -2,10 +2,12 @@ import pLimit, { type LimitFunction } from "p-limit";
 import { request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
 import { firstHeader } from "../http/headers.js";
+import { statusError, type Service } from "../failure/policy.js";
+import { NotBeforeGate } from "../retry/gate.js";
 import { classifyNetworkError } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import { parseRetryAfter, realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
-import { ListingBuilder, type RawZoteroObject } from "./normalise.js";
+import { ListingBuilder, type FileEvidence, type RawZoteroObject } from "./normalise.js";
 import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 
 export interface WebApiOptions {
@@ -19,8 +21,18 @@ export interface WebApiOptions {
   sleep?: Sleep;
   clock?: Clock;
   onWait?: (info: { reason: string; delayMs: number }) => void;
+  /** Each retry of a listing request, before its wait (shown like upload retries). */
+  onRetry?: (info: { what: string; error: ImportError; attempt: number; delayMs: number }) => void;
+  /** A warning worth one line (Zotero's counts disagreeing with what arrived). */
+  onWarning?: (message: string) => void;
+  /** The first SIGINT/SIGTERM: no more retries; the attempt in flight finishes. */
+  stop?: AbortSignal | undefined;
+  /** What a missing links.enclosure means (see normalise.ts). Default "web". */
+  fileEvidence?: FileEvidence;
 }
 
+/** Zotero asks clients to keep at most this many requests in flight. */
+export const ZOTERO_MAX_CONCURRENT = 4;
 const PAGE = 100;
 /** Zotero caps itemKey= at 50 keys a request. */
 const KEYS_PER_REQUEST = 50;
@@ -32,36 +44,36 @@ export class ZoteroWebApi implements ZoteroSource {
   private readonly limit: LimitFunction;
   private readonly sleep: Sleep;
   private readonly clock: Clock;
-  /** Shared gate: no request starts before this time (set by Backoff and Retry-After). */
-  private notBefore = 0;
+  /** The one politeness gate: Backoff and Retry-After from any Zotero answer hold every request. */
+  readonly gate: NotBeforeGate;
+  private readonly stop: AbortSignal | undefined;
   requests = 0;
 
   constructor(private readonly options: WebApiOptions) {
     this.library = options.library;
     this.base = `${options.baseUrl.replace(/\/+$/, "")}/${options.library.type === "group" ? "groups" : "users"}/${options.library.id}`;
-    this.limit = pLimit(options.maxConcurrent ?? 4);
+    this.limit = pLimit(options.maxConcurrent ?? ZOTERO_MAX_CONCURRENT);
     this.sleep = options.sleep ?? realSleep;
     this.clock = options.clock ?? realClock;
+    this.gate = new NotBeforeGate(this.clock, this.sleep, options.onWait);
+    this.stop = options.stop;
   }
 
   private libraryLabel(): string {
     return `${this.library.type} library ${this.library.id}`;
   }
 
-  private async waitForGate(signal?: AbortSignal): Promise<void> {
-    for (;;) {
-      const wait = this.notBefore - this.clock();
-      if (wait <= 0) return;
-      await this.sleep(wait, signal);
-    }
+  /** Backoff (and Retry-After on a 429/503) from any Zotero or storage answer pause every request. */
+  private heed(status: number, header: (name: string) => string | null, who: string): void {
+    const backoff = parseRetryAfter(header("backoff"), this.clock());
+    if (backoff) this.gate.push(backoff, `${who} asked to back off`);
+    if (status === 429 || status === 503) this.gate.push(parseRetryAfter(header("retry-after"), this.clock()) ?? 5000, `${who} answered ${status}`);
   }
 
-  private pushGate(ms: number, reason: string): void {
-    const until = this.clock() + ms;
-    if (until > this.notBefore) {
-      this.notBefore = until;
-      this.options.onWait?.({ reason, delayMs: ms });
-    }
+  /** Where a request went, without its query (never holds the key: that travels in a header). */
+  private where(url: string): string {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
   }
 
   /** One API request with retries, under the concurrency limit and the shared gate. */
@@ -69,7 +81,9 @@ export class ZoteroWebApi implements ZoteroSource {
     return withRetry(
       () =>
         this.limit(async () => {
-          await this.waitForGate(signal);
+          await this.gate.wait(this.stop && signal ? AbortSignal.any([signal, this.stop]) : (this.stop ?? signal));
+          // After a stop no new request starts (a listing's next page, a collection page).
+          if (this.stop?.aborted) throw new ImportError("INTERRUPTED", `Zotero ${what}: stopped before this request`);
           this.requests++;
           let response: Response;
           try {
@@ -81,40 +95,44 @@ export class ZoteroWebApi implements ZoteroSource {
             };
             response = await fetch(url, init);
           } catch (error) {
-            throw classifyNetworkError(error, `Zotero ${what}`);
+            throw classifyNetworkError(error, `Zotero ${what} (${this.where(url)})`);
           }
-          const backoff = parseRetryAfter(response.headers.get("backoff"), this.clock());
-          if (backoff) this.pushGate(backoff, "Zotero asked to back off");
+          this.heed(response.status, (n) => response.headers.get(n), "Zotero");
           if (response.ok) return response;
           await response.text().catch(() => "");
-          throw this.httpError(response, what);
+          throw this.httpError("zotero", response.status, what);
         }),
       this.options.retry,
-      { sleep: this.sleep, signal },
+      { sleep: this.sleep, signal, stop: this.options.stop, onRetry: (i) => this.options.onRetry?.({ what: `Zotero ${what}`, ...i }) },
     );
   }
 
-  private httpError(response: { status: number; headers: { get(name: string): string | null } }, what: string): ImportError {
-    const status = response.status;
-    if (status === 403 || status === 401) {
-      return new ImportError(
-        "ZOTERO_AUTH",
+  private httpError(service: Service, status: number, what: string): ImportError {
+    if (service !== "storage" && (status === 403 || status === 401)) {
+      return statusError(
+        service,
+        status,
         `Zotero refused the API key (${status}) for ${this.libraryLabel()}: check zotero.api_key (or ZOTERO_API_KEY) has read access to it, and zotero.library_id/library_type`,
-        { status },
       );
     }
-    if (status === 404) return new ImportError("ZOTERO_NOT_FOUND", `Zotero ${what}: not found (404)`, { status });
-    const retryAfter = parseRetryAfter(response.headers.get("retry-after"), this.clock());
-    if (status === 429 || status === 503) {
-      const wait = retryAfter ?? 5000;
-      this.pushGate(wait, `Zotero answered ${status}`);
-      return new ImportError("ZOTERO_HTTP", `Zotero ${what}: ${status}, retrying after ${Math.round(wait / 1000)} s`, { status, retriable: true, retryAfterMs: 0 });
+    if (service === "zotero-file" && status === 404) {
+      return statusError(service, status, "PDF not synced to Zotero storage (Zotero answered 404 for its file)");
     }
-    if (status >= 500) return new ImportError("ZOTERO_HTTP", `Zotero ${what}: server error ${status}`, { status, retriable: true });
-    return new ImportError("ZOTERO_HTTP", `Zotero ${what}: unexpected answer ${status}`, { status });
+    if (service === "storage") {
+      const hint = status === 403 ? ": the signed link expired or was refused; a fresh one is asked for" : status === 404 ? ": a fresh link is asked for" : "";
+      return statusError(service, status, `Zotero ${what}: the storage host answered ${status}${hint}`);
+    }
+    if (status === 404) return statusError(service, status, `Zotero ${what}: not found (404)`);
+    if (status === 429 || status === 503) return statusError(service, status, `Zotero ${what}: ${status}, retrying after the wait Zotero asked for`, { retryAfterMs: 0 });
+    if (status >= 500) return statusError(service, status, `Zotero ${what}: server error ${status}`);
+    return statusError(service, status, `Zotero ${what}: unexpected answer ${status}`);
   }
 
-  /** Every page of a listing, following Link rel="next" (or Total-Results). */
+  /**
+   * Every page of a listing. Counts are never trusted for completeness: paging goes on until
+   * a page comes back shorter than asked (or empty), whatever Total-Results and Link say;
+   * when they disagree with what arrived, one warning says so.
+   */
   private async fetchAll(
     path: string,
     query: Record<string, string>,
@@ -124,7 +142,10 @@ export class ZoteroWebApi implements ZoteroSource {
     const params = new URLSearchParams({ format: "json", limit: String(PAGE), ...query });
     let url: string | null = `${this.base}${path}?${params}`;
     const objects: RawZoteroObject[] = [];
-    let version = 0;
+    let version: number | null = null;
+    let received = 0;
+    let announced: number | null = null;
+    let linkEnded = false;
     while (url) {
       const response = await this.request(url, `listing ${path}`, signal);
       const body: unknown = await response.json().catch(() => {
@@ -133,23 +154,32 @@ export class ZoteroWebApi implements ZoteroSource {
       if (!Array.isArray(body)) throw new ImportError("ZOTERO_BAD_DATA", `Zotero listing ${path}: expected a JSON array: check zotero.api_url`);
       if (onPage) onPage(body as RawZoteroObject[]);
       else objects.push(...(body as RawZoteroObject[]));
-      version = Math.max(version, Number(response.headers.get("last-modified-version") ?? 0) || 0);
+      received += body.length;
+      // The sync point is the version when the listing began: anything changed while we page
+      // has a higher version and is listed again by the next run.
+      const pageVersion = Number(response.headers.get("last-modified-version") ?? 0) || 0;
+      version = version === null ? pageVersion : Math.min(version, pageVersion);
+      const total = Number(response.headers.get("total-results"));
+      if (response.headers.get("total-results") !== null && Number.isFinite(total)) announced = total;
+      const asked = Number(new URL(url).searchParams.get("limit") ?? PAGE) || PAGE;
       const next = nextLink(response.headers.get("link"));
-      if (next) {
+      if (body.length === 0 || (body.length < asked && !next)) {
+        url = null;
+      } else if (next) {
         url = next;
       } else {
-        // No Link header (some proxies drop it): page on by Total-Results.
+        linkEnded = true;
         const start = Number(new URL(url).searchParams.get("start") ?? 0) + body.length;
-        const total = Number(response.headers.get("total-results"));
-        if (Number.isFinite(total) && start < total && body.length > 0) {
-          params.set("start", String(start));
-          url = `${this.base}${path}?${params}`;
-        } else {
-          url = null;
-        }
+        params.set("start", String(start));
+        url = `${this.base}${path}?${params}`;
       }
     }
-    return { objects, version };
+    if (announced !== null && announced !== received) {
+      this.options.onWarning?.(`Zotero listing ${path}: Total-Results said ${announced}, ${received} arrived; paged until a short page, trusting what arrived`);
+    } else if (linkEnded && announced === null) {
+      this.options.onWarning?.(`Zotero listing ${path}: no Link header on a full page; paged on until a short page`);
+    }
+    return { objects, version: version ?? 0 };
   }
 
   async listCollections(signal?: AbortSignal): Promise<Collection[]> {
@@ -168,7 +198,7 @@ export class ZoteroWebApi implements ZoteroSource {
     const since = options.since;
     const sinceQuery: Record<string, string> = since !== undefined ? { since: String(since) } : {};
     // Each page is folded into items as it arrives; no raw page is kept.
-    const builder = new ListingBuilder();
+    const builder = new ListingBuilder(this.options.fileEvidence ?? "web");
     const add = (objects: RawZoteroObject[]): void => builder.add(objects);
     // Top-level items and all attachments: every object we need, and none of the child notes
     // (often as many as the papers), so fewer pages. Both listings run at once.
@@ -193,53 +223,56 @@ export class ZoteroWebApi implements ZoteroSource {
     return { ...listing, collections: [], requests: this.requests - before };
   }
 
+  /**
+   * One attempt at opening an attachment's file: `/items/KEY/file` on Zotero's API, then the
+   * redirect to the storage host, followed by hand so the API key never leaves Zotero's API.
+   * Not retried here: the download retries the whole thing, so a retry gets a fresh redirect
+   * (an expired pre-signed URL is not asked again). Zotero's own 404 means "no file"; the
+   * storage host's answers never do (see the failure policy).
+   */
   async openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody> {
     const what = `file of ${attachment.key}`;
     let target = `${this.base}/items/${encodeURIComponent(attachment.key)}/file`;
-    let next = await this.download(target, what, true, signal, "file not in Zotero storage (404): it was never synced to zotero.org (WebDAV or file sync off)");
+    let next = await this.limit(() => this.fetchFile(target, what, "zotero-file", signal));
     for (let hops = 1; !("body" in next); hops++) {
-      if (hops > 5) throw new ImportError("ZOTERO_HTTP", `Zotero ${what}: too many redirects`);
+      if (hops > 5) throw new ImportError("ZOTERO_STORAGE", `Zotero ${what}: too many redirects`, { retriable: true });
       target = new URL(next.location, target).toString();
       // The storage host gets no API key: only Zotero's own API sees it.
       const ours = new URL(target).origin === new URL(this.options.baseUrl).origin && new URL(target).pathname.startsWith(new URL(this.base).pathname);
-      next = await this.download(target, what, ours, signal, `Zotero ${what}: the storage host has no such file (404)`);
+      const hop = target;
+      next = await this.limit(() => this.fetchFile(hop, what, ours ? "zotero-file" : "storage", signal));
     }
     return next;
   }
 
   /**
    * GET a file (or its redirect) through undici.request: the bytes of a PDF come as a Node
-   * stream, never through fetch's web streams (a third more CPU here). Retried, limited and
-   * gated like every other request; a redirect is handed back, not followed.
+   * stream, never through fetch's web streams (a third more CPU here). Gated like every other
+   * request; a redirect is handed back, not followed.
    */
-  private async download(url: string, what: string, withKey: boolean, signal: AbortSignal | undefined, notFound: string): Promise<FileBody | { location: string }> {
-    return withRetry(
-      () =>
-        this.limit(async () => {
-          await this.waitForGate(signal);
-          this.requests++;
-          let res: Dispatcher.ResponseData;
-          try {
-            res = await request(url, {
-              method: "GET",
-              headers: withKey ? { "Zotero-API-Version": "3", "Zotero-API-Key": this.options.apiKey } : {},
-              ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
-              ...(signal ? { signal } : {}),
-            });
-          } catch (error) {
-            throw classifyNetworkError(error, `Zotero ${what}`);
-          }
-          const header = (name: string): string | null => firstHeader(res.headers[name]);
-          if (res.statusCode >= 200 && res.statusCode < 300) return { body: res.body, size: sizeOf(header("content-length")) };
-          await res.body.dump().catch(() => undefined);
-          const location = header("location");
-          if (res.statusCode >= 300 && res.statusCode < 400 && location) return { location };
-          if (res.statusCode === 404) throw new ImportError("ZOTERO_FILE_MISSING", notFound, { status: 404 });
-          throw this.httpError({ status: res.statusCode, headers: { get: header } }, what);
-        }),
-      this.options.retry,
-      { sleep: this.sleep, signal },
-    );
+  private async fetchFile(url: string, what: string, service: "zotero-file" | "storage", signal: AbortSignal | undefined): Promise<FileBody | { location: string }> {
+    await this.gate.wait(signal);
+    this.requests++;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method: "GET",
+        headers: service === "zotero-file" ? { "Zotero-API-Version": "3", "Zotero-API-Key": this.options.apiKey } : {},
+        ...(this.options.dispatcher ? { dispatcher: this.options.dispatcher } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      const e = classifyNetworkError(error, service === "storage" ? `Zotero ${what} from the storage host ${new URL(url).origin}` : `Zotero ${what} (${this.where(url)})`);
+      // A storage host that cannot be reached is one paper's failure, not the run's.
+      throw e.code === "NETWORK" && service === "storage" ? new ImportError("ZOTERO_STORAGE", e.message, { retriable: e.retriable, cause: error }) : e;
+    }
+    const header = (name: string): string | null => firstHeader(res.headers[name]);
+    this.heed(res.statusCode, header, service === "storage" ? "Zotero's storage host" : "Zotero");
+    if (res.statusCode >= 200 && res.statusCode < 300) return { body: res.body, size: sizeOf(header("content-length")) };
+    await res.body.dump().catch(() => undefined);
+    const location = header("location");
+    if (res.statusCode >= 300 && res.statusCode < 400 && location) return { location };
+    throw this.httpError(service, res.statusCode, what);
   }
 }
 

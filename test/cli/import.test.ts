@@ -59,7 +59,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(upload.file!.filename).toMatch(/\.pdf$/);
   });
 
-  it("--dry-run previews and writes nothing: no upload, download, cache, journal or report", async () => {
+  it("--dry-run previews and writes nothing: no upload, download, cache, journal or report (it logs in to read the server's state)", async () => {
     world = await makeWorld({ library: { items: 3 }, build: (lib) => lib.addItemWithoutAttachment({ title: "Bare item" }) });
     const r = await runCli(["--dry-run", "--json"], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
@@ -71,7 +71,7 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     for (const p of pairs(world)) expect(preview.items.find((i) => i.key === p.parentKey)?.size).toBe(p.body.length);
     expect(preview.items.find((i) => i.title === "Bare item")).toMatchObject({ action: "skip", reason: "no attachment" });
     expect(world.refserver.uploads).toHaveLength(0);
-    expect(world.refserver.loginCalls).toBe(0);
+    expect(world.refserver.loginCalls).toBe(1);
     expect(world.zotero.requestsTo("item/file")).toHaveLength(0);
     expect(existsSync(world.sandbox.checkpoint)).toBe(false);
     expect(existsSync(world.sandbox.cacheDir)).toBe(false);
@@ -179,12 +179,24 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     expect(world.refserver.papers.size).toBe(3);
   });
 
-  it("skips a file missing from Zotero storage (404) with the reason instead of retrying", async () => {
-    world = await makeWorld({ library: { items: 1 }, build: (lib) => lib.addStoredAttachment(lib.addParent({ title: "WebDAV paper" }).key, { stored: false }) });
+  it("skips a PDF never uploaded to Zotero storage without asking for its file, and a WebDAV one after one 404, once", async () => {
+    world = await makeWorld({
+      library: { items: 1 },
+      build: (lib) => {
+        lib.addStoredAttachment(lib.addParent({ title: "Unsynced paper" }).key, { stored: false });
+        lib.addStoredAttachment(lib.addParent({ title: "WebDAV paper" }).key, { webdav: true });
+      },
+    });
     const r = await runCli(["--verbose"], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/skipped .*WebDAV paper.*not in Zotero storage/);
-    expect(r.stdout).toMatch(/file not in Zotero storage: 1/);
+    expect(r.stderr).toMatch(/skipped .*WebDAV paper.*not synced to Zotero storage/);
+    expect(r.stdout).toMatch(/PDF not synced to Zotero storage: 2/);
+    // md5 null and no links.enclosure: never asked for; the WebDAV md5 without an enclosure: asked once.
+    expect(world.zotero.requestsTo("item/file")).toHaveLength(2);
+    const again = await runCli(["--since", "0"], world.sandbox);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/PDF not synced to Zotero storage: 2/);
+    expect(world.zotero.requestsTo("item/file")).toHaveLength(2);
   });
 
   it("re-downloads a file whose MD5 does not match Zotero's", async () => {
@@ -247,13 +259,13 @@ describe("import-from-zotero against real HTTP servers on 127.0.0.1", () => {
     world = await makeWorld({
       library: { items: 0 },
       build: (lib) => {
-        for (let i = 0; i < 100; i++) lib.addNote(lib.addParentWithPdf().parentKey);
+        for (let i = 0; i < 99; i++) lib.addNote(lib.addParentWithPdf().parentKey);
       },
     });
     const r = await runCli(["--dry-run", "--json"], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { counts: { import: number } }).counts.import).toBe(100);
-    // 300 objects, but only the 100 parents and 100 attachments are listed: one page each.
+    expect((JSON.parse(r.stdout) as { counts: { import: number } }).counts.import).toBe(99);
+    // 297 objects, but only the 99 parents and 99 attachments are listed: one (short) page each.
     expect(world.zotero.listingRequestCount()).toBe(2);
   });
 

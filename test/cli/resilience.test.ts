@@ -72,11 +72,14 @@ describe("crash safety and resumption", () => {
   });
 
   it("lets only one run hold a checkpoint: the second exits 75 at once", async () => {
-    world = await makeWorld({ library: { items: 6 }, sandbox: { batchSize: 1 }, refserver: { delayMs: 100 } });
+    world = await makeWorld({ library: { items: 6 }, sandbox: { batchSize: 1 } });
     const w = world;
+    // The first run's upload is held at the server until the second run has finished.
+    const release = w.refserver.holdUploads();
     const first = startCli([], w.sandbox);
     await waitFor(() => w.refserver.uploads.length >= 1, 20_000, "first upload");
     const second = await runCli([], w.sandbox);
+    release();
     expect(second.code).toBe(75);
     expect(second.stderr).toMatch(/another import \(pid \d+/);
     expect((await first.done).code).toBe(0);

@@ -81,8 +81,9 @@ function buildLibrary(rng: () => number): { library: FakeLibrary; expected: Expe
   const html = library.addParent({ title: "Only a snapshot" });
   library.addNonPdfAttachment(html.key);
   notImportable.push(html.key);
+  // A WebDAV user's PDF: md5 set but no file in Zotero storage, so /file answers 404.
   const missing = library.addParent({ title: "PDF never synced" });
-  library.addStoredAttachment(missing.key, { stored: false });
+  library.addStoredAttachment(missing.key, { webdav: true });
   notImportable.push(missing.key);
   // A note child on an importable item changes nothing.
   const first = [...importable.keys()][0]!;

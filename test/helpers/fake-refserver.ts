@@ -171,6 +171,7 @@ export class FakeRefServer {
   private seq = 0;
   private readonly secret = "fake-refserver-secret";
   private barrier: { size: number; waiting: Array<() => void> } | undefined;
+  private hold: Promise<void> | undefined;
 
   constructor(opts: FakeRefServerOptions = {}) {
     this.options = {
@@ -254,6 +255,16 @@ export class FakeRefServer {
    * there until all `size` have arrived, then all proceed to insert (so concurrent
    * uploads of one key both pass the "select" and the later one fails on UNIQUE).
    */
+  /** Uploads wait before their insert until the returned function is called (a synchronisation point for tests). */
+  holdUploads(): () => void {
+    let release!: () => void;
+    this.hold = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.hold = undefined;
+      release();
+    };
+  }
+
   barrierBeforeInsert(size: number): void {
     this.barrier = { size, waiting: [] };
   }
@@ -712,6 +723,7 @@ export class FakeRefServer {
       return;
     }
     if (this.options.delayMs > 0) await sleep(this.options.delayMs, this.timers);
+    if (this.hold) await this.hold;
     const barrier = this.barrier;
     if (barrier) {
       await new Promise<void>((resolve) => {

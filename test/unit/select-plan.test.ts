@@ -9,7 +9,7 @@ import type { Attachment, Item } from "../../src/zotero/types.js";
 let n = 0;
 const key = (): string => `K${String(++n).padStart(7, "0")}`.replace(/0/g, "2");
 function att(over: Partial<Attachment> = {}): Attachment {
-  return { key: key(), version: 1, parentKey: "PARENT22", title: "Full Text PDF", linkMode: "imported_file", contentType: "application/pdf", filename: "paper.pdf", md5: null, size: null, ...over };
+  return { key: key(), version: 1, parentKey: "PARENT22", title: "Full Text PDF", linkMode: "imported_file", contentType: "application/pdf", filename: "paper.pdf", md5: null, size: null, hasFile: null, ...over };
 }
 function item(over: Partial<Item> = {}): Item {
   return { key: key(), version: 1, itemType: "journalArticle", title: "A paper", creators: [], date: "2020", year: 2020, doi: null, collections: [], tags: [], attachments: [att()], standalone: false, ...over };
@@ -109,7 +109,7 @@ describe("planning", () => {
 
 describe("upload metadata", () => {
   it("falls back to the attachment title, then the filename, for an untitled item", () => {
-    const c = { item: item({ title: "  ", creators: [{ creatorType: "author", firstName: "Ada", lastName: "Lovelace" }, { creatorType: "editor", name: "Ed" }] }), attachment: att({ title: "Scan", filename: "scan.pdf" }) };
+    const c = { item: item({ title: "  ", creators: [{ creatorType: "author", firstName: "Ada", lastName: "Lovelace" }, { creatorType: "editor", name: "Ed" }] }), attachment: att({ title: "Scan", filename: "scan.pdf" }), attachments: [], unsynced: 0 };
     const meta = metadataFor(c, "99");
     expect(meta.title).toBe("Scan");
     expect(meta.authors).toEqual(["Ada Lovelace"]);

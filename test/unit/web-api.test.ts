@@ -109,8 +109,8 @@ describe("Zotero Web API client", () => {
         apiKey: "secret-key-123",
         retry: { retries: 1, minDelayMs: 1, maxDelayMs: 1 },
       });
-      const a = { key: "MISSING2", version: 1, parentKey: null, title: "", linkMode: "imported_file", contentType: "application/pdf", filename: "x.pdf", md5: null, size: null };
-      await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING", message: expect.stringMatching(/never synced/) });
+      const a = { key: "MISSING2", version: 1, parentKey: null, title: "", linkMode: "imported_file", contentType: "application/pdf", filename: "x.pdf", md5: null, size: null, hasFile: null };
+      await expect(client.openFile(a)).rejects.toMatchObject({ code: "ZOTERO_FILE_MISSING", message: expect.stringMatching(/not synced to Zotero storage/) });
       const file = await client.openFile({ ...a, key: "PRESENT2" });
       let text = "";
       for await (const chunk of file.body) text += String(chunk);

@@ -1,31 +1,36 @@
 import { randomUUID } from "node:crypto";
-import { mkdirSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import type { Agent } from "undici";
 import { loadConfig } from "../../config/load.js";
+import { cacheRootOf, preparePaths, reportDirOf as configuredReportDir } from "../../config/paths-check.js";
 import type { Config } from "../../config/schema.js";
-import { ImportError } from "../../errors.js";
+import { ImportError, messageOf } from "../../errors.js";
+import { exitCodeFor } from "../../failure/policy.js";
 import { makeAgent } from "../../http/agent.js";
 import { Journal, scanJournal } from "../../journal/journal.js";
 import { acquireLock } from "../../journal/lock.js";
 import { scopeOf } from "../../journal/records.js";
 import { JournalReducer, type JournalState } from "../../journal/state.js";
 import { makePlan, type Plan } from "../../plan/plan.js";
-import { resolveCollections, selectItems } from "../../plan/select.js";
+import { resolveCollections, selectItems, skipReasonText, type Candidate, type Skipped } from "../../plan/select.js";
 import { BarRenderer } from "../../progress/bars.js";
 import type { Emit } from "../../progress/events.js";
 import { LineRenderer } from "../../progress/lines.js";
 import { SilentRenderer, type Renderer, type Verbosity } from "../../progress/renderer.js";
-import { RefServerClient } from "../../refserver/client.js";
+import { RefServerClient, type KnownLink } from "../../refserver/client.js";
 import { Pacer } from "../../retry/pacer.js";
 import type { RetryPolicy } from "../../retry/policy.js";
 import { runPipeline, type PipelineResult } from "../../transfer/pipeline.js";
-import { cacheDir as defaultCacheDir, stateDir } from "../../util/paths.js";
+import { stateDir } from "../../util/paths.js";
 import { redact } from "../../util/redact.js";
 import { realSleep, type Sleep } from "../../util/time.js";
-import { makeSource } from "../../zotero/factory.js";
+import { makeSource, type ConfiguredSource } from "../../zotero/factory.js";
+import type { Listing } from "../../zotero/types.js";
+import { ZOTERO_MAX_CONCURRENT } from "../../zotero/web-api.js";
 import { ExitCode } from "../exit-codes.js";
-import { formatPreview, formatSummary, previewRows, summarise, type RunSummary } from "../summary.js";
-import { formatBytes } from "../../progress/format.js";
+import { formatPreview, formatPreviewTotals } from "../preview.js";
+import { formatSummary, previewRows, summarise, type RunSummary } from "../summary.js";
 
 export interface ImportFlags {
   config?: string | undefined;
@@ -49,7 +54,7 @@ export interface CliIo {
   stderr: NodeJS.WriteStream;
   env: NodeJS.ProcessEnv;
   cwd: string;
-  /** Aborted on the first SIGINT/SIGTERM: start nothing new. */
+  /** Aborted on the first SIGINT/SIGTERM: start nothing new, retry nothing. */
   stop: AbortSignal;
   /** Aborted on a second signal: abandon in-flight work too. */
   hardStop: AbortSignal;
@@ -70,6 +75,13 @@ export function checkpointPath(config: Config, flags: ImportFlags, io: Pick<CliI
   return join(stateDir(io.env), "checkpoint.ndjson");
 }
 
+/** Where a run's report goes: paths.report_dir, else the state directory's (also for a run whose config failed). */
+function reportDirsOf(config: Config | null, io: Pick<CliIo, "env" | "cwd">): string[] {
+  const fallback = join(stateDir(io.env), "reports");
+  const dirs = config ? [configuredReportDir(config, io), fallback] : [fallback];
+  return [...new Set(dirs)];
+}
+
 /** The selection a saved library version belongs to: a version is only reused for the same filter. */
 function filterSignature(config: Config, collections: string[]): string {
   const o = config.import_options;
@@ -77,7 +89,7 @@ function filterSignature(config: Config, collections: string[]): string {
 }
 
 function fsyncWrite(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
+  const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, text, { mode: 0o600 });
   const fd = openSync(tmp, "r");
   try {
@@ -88,213 +100,370 @@ function fsyncWrite(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
-/** The default command: config → list → plan → pipeline → summary. Returns the exit code. */
+/** What a run knows about itself as it goes: everything the report and the JSON say. */
+interface RunRecord {
+  runId: string;
+  dryRun: boolean;
+  config: Config | null;
+  scope: string | null;
+  library: { type: string; id: string } | null;
+  checkpoint: string | null;
+  since: number | null;
+  libraryVersion: number | null;
+  summary: RunSummary | null;
+  stoppedBy: string | null;
+  fatal: string | null;
+  warnings: string[];
+  pacing: { ceiling: number; adaptive: boolean; finalLimit: number; decreases: number; peakInFlight: number } | null;
+}
+
+/** Resources a run holds, released on every exit path. */
+class Held {
+  release: () => void = () => undefined;
+  journal: Journal | null = null;
+  source: ConfiguredSource | null = null;
+  agents: Agent[] = [];
+
+  async close(): Promise<void> {
+    // The journal is closed before the lock is released: nothing is written after it.
+    try {
+      this.journal?.close();
+    } finally {
+      this.release();
+    }
+    await Promise.allSettled([Promise.resolve().then(() => this.source?.close?.()), ...this.agents.map((a) => a.close())]);
+  }
+}
+
+/**
+ * The default command, as stages: config → list → server state → plan → (preview | transfer)
+ * → report. Every run ends with a report and, with --json, one JSON document on stdout,
+ * including a run that ends in 2, 3, 75 or 130. Returns the exit code; never throws.
+ */
 export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> {
   const verbosity: Verbosity = flags.quiet ? "quiet" : flags.verbose ? "verbose" : "normal";
   const isTty = Boolean(io.stderr.isTTY) && !io.env.CI;
-  const { config, warnings } = loadConfig(flags.config, { batchSize: flags.batchSize, delaySeconds: flags.delay, zoteroDir: flags.zoteroDir }, io.env, io.cwd);
   // --json: only the JSON on stdout. Bars only for a real run at a terminal; lines otherwise.
-  const renderer: Renderer = flags.json
-    ? new SilentRenderer()
-    : isTty && !flags.dryRun
-      ? new BarRenderer(io.stderr, verbosity)
-      : new LineRenderer(io.stderr, verbosity);
-  const emit: Emit = (e) => renderer.onEvent(e);
-  for (const w of warnings) {
-    if (flags.json) io.stderr.write(`warning: ${w}\n`);
-    else emit({ type: "log", level: "warn", message: w });
+  const renderer: Renderer = flags.json ? new SilentRenderer() : isTty && !flags.dryRun ? new BarRenderer(io.stderr, verbosity) : new LineRenderer(io.stderr, verbosity);
+  const run: RunRecord = {
+    runId: randomUUID(),
+    dryRun: Boolean(flags.dryRun),
+    config: null,
+    scope: null,
+    library: null,
+    checkpoint: null,
+    since: null,
+    libraryVersion: null,
+    summary: null,
+    stoppedBy: null,
+    fatal: null,
+    warnings: [],
+    pacing: null,
+  };
+  const emit: Emit = (e) => {
+    if (e.type === "log" && e.level === "warn") run.warnings.push(e.message);
+    renderer.onEvent(e);
+  };
+  const held = new Held();
+  let exit: number;
+  let preview: string | null = null;
+  try {
+    const outcome = await stages(flags, io, run, emit, held);
+    exit = outcome.exit;
+    preview = outcome.preview;
+  } catch (error) {
+    exit = exitCodeFor(error);
+    run.fatal = messageOf(error);
+    if (error instanceof ImportError && error.code === "INTERRUPTED") run.stoppedBy = "signal";
+  } finally {
+    renderer.finish();
+    await held.close();
   }
+  return finish(flags, io, run, exit, preview, renderer instanceof LineRenderer || !io.stdout.isTTY);
+}
 
+/** Report, then the one JSON document or the summary lines. */
+function finish(flags: ImportFlags, io: CliIo, run: RunRecord, exit: number, preview: string | null, stamp: boolean): number {
+  let reportPath: string | null = null;
+  if (!run.dryRun) {
+    try {
+      reportPath = writeReport(run.config, io, {
+        runId: run.runId,
+        scope: run.scope,
+        library: run.library,
+        since: run.since,
+        libraryVersion: run.libraryVersion,
+        exitCode: exit,
+        summary: run.summary,
+        checkpoint: run.checkpoint,
+        stoppedBy: run.stoppedBy,
+        fatal: run.fatal,
+        warnings: run.warnings,
+        pacing: run.pacing,
+      });
+    } catch (error) {
+      io.stderr.write(`${redact(`import-from-zotero: warning: no report written (${messageOf(error)})`)}\n`);
+    }
+  }
+  const ts = (): string => (stamp ? `${new Date().toISOString().replace(/\.\d{3}Z$/, "Z")} ` : "");
+  if (flags.json) {
+    const doc = run.dryRun && preview !== null ? JSON.parse(preview) as object : { exitCode: exit, ...(run.fatal ? { error: run.fatal } : {}), report: reportPath, checkpoint: run.checkpoint, ...(run.summary ?? {}) };
+    if (run.dryRun && preview === null) Object.assign(doc, { dryRun: true });
+    io.stdout.write(`${redact(JSON.stringify(doc, null, 2))}\n`);
+    if (run.fatal) io.stderr.write(`${redact(`import-from-zotero: ${run.fatal}`)}\n`);
+    return exit;
+  }
+  if (preview !== null) io.stdout.write(preview);
+  if (run.fatal) io.stderr.write(`${ts()}${redact(`import-from-zotero: ${run.fatal}`)}\n`);
+  if (run.summary && !run.dryRun) {
+    const lines = redact(formatSummary(run.summary)).split("\n");
+    io.stdout.write(lines.map((l) => `${ts()}${l}`).join("\n") + "\n");
+  }
+  if (reportPath) io.stdout.write(`${ts()}Report: ${reportPath}\n`);
+  return exit;
+}
+
+async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit, held: Held): Promise<{ exit: number; preview: string | null }> {
+  // ---- config: checked before any network contact
+  const { config, warnings } = loadConfig(flags.config, { batchSize: flags.batchSize, delaySeconds: flags.delay, zoteroDir: flags.zoteroDir }, io.env, io.cwd);
+  run.config = config;
+  for (const w of warnings) emit({ type: "log", level: "warn", message: w });
   const sleep = io.sleep ?? realSleep;
   const retry = retryPolicyOf(config);
   const library = { type: config.zotero.library_type, id: config.zotero.library_id } as const;
-  const scope = scopeOf(config.refserver.api_url, library.type, library.id);
+  run.library = library;
+  run.scope = scopeOf(config.refserver.api_url, library.type, library.id);
   const journalPath = checkpointPath(config, flags, io);
-  const runId = randomUUID();
-  const collectionsWanted = flags.collection && flags.collection.length > 0 ? flags.collection : config.import_options.collections;
+  run.checkpoint = journalPath;
+  const cacheRoot = cacheRootOf(config, io);
 
   // A real run holds the lock for its whole life; a dry run writes nothing and takes none.
-  const release = flags.dryRun ? () => {} : acquireLock(`${journalPath}.lock`);
-  const zoteroAgent = makeAgent({ timeoutSeconds: 60, connections: 4 });
-  const serverAgent = makeAgent({ timeoutSeconds: config.refserver.timeout_seconds, connections: Math.max(4, config.import_options.batch_size) });
-  let journal: Journal | null = null;
-  let closeSource: () => unknown = () => undefined;
-  try {
-    // Fold the journal line by line: only where each item stands is kept, not every record.
-    const reducer = new JournalReducer(scope);
-    const scan = scanJournal(journalPath, (r) => reducer.add(r));
-    if (scan.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${scan.badLines} unreadable line(s)` });
-    const state: JournalState = reducer.state;
-
-    const source = makeSource(config, {
-      dispatcher: zoteroAgent,
-      retry,
-      sleep,
-      onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
-    });
-    closeSource = () => source.close?.();
-
-    // Incremental by default: the library version of the last complete run of this selection.
-    let collectionKeys: string[] = [];
-    let collectionRequests = 0;
-    if (collectionsWanted.length > 0) {
-      const before = source.requests;
-      const collections = await source.listCollections(io.hardStop);
-      collectionRequests = source.requests - before;
-      const resolved = resolveCollections(collectionsWanted, collections);
-      if (resolved.unknown.length > 0) {
-        throw new ImportError("USAGE", `collection ${resolved.unknown.map((u) => `'${u}'`).join(", ")} not found in the Zotero library: give a collection key or its exact name (known: ${collections.slice(0, 10).map((c) => c.name).join(", ")}${collections.length > 10 ? ", …" : ""})`);
-      }
-      collectionKeys = resolved.keys;
-    }
-    const filter = filterSignature(config, collectionKeys);
-    // Unfinished items and their attachments, so their PDFs come along in incremental listings.
-    const also = new Set<string>();
-    for (const s of state.items.values()) {
-      if (s.status !== "failed" && s.status !== "started") continue;
-      also.add(s.key);
-      if (s.att) also.add(s.att);
-    }
-    const alsoKeys = [...also];
-    // Fetching thousands of unfinished keys 50 at a time costs more than listing everything.
-    const saved = alsoKeys.length > 2_000 ? undefined : state.syncVersions.get(filter);
-    const since = flags.since ?? saved;
-
-    const listing = await source.list({ since, alsoKeys, signal: io.hardStop });
-    emit({ type: "listed", items: listing.items.length, requests: listing.requests + collectionRequests, libraryVersion: listing.libraryVersion, since: since ?? null });
-    for (const bad of listing.invalid) emit({ type: "log", level: "warn", message: `Zotero item ${bad.key} ignored: ${bad.reason}` });
-
-    const { candidates, skipped } = selectItems(listing.items, {
-      itemTypes: config.import_options.item_types,
-      excludeTags: config.import_options.exclude_tags,
-      collectionKeys,
-      linkedFiles: source.readsLinkedFiles ?? false,
-    });
-
-    let client: RefServerClient | null = null;
-    let pacer: Pacer | null = null;
-    let known: Map<string, { key: string; docId: string | null; version: number | null }> | null = null;
-    if (!flags.dryRun) {
-      pacer = new Pacer({
-        ceiling: config.import_options.batch_size,
-        adaptive: config.import_options.adaptive_pacing,
-        giveUpAfterMs: Math.round(config.retry.give_up_after_seconds * 1000),
-        sleep,
-        onChange: ({ limit: inFlight, reason }) => emit({ type: "log", level: "debug", message: `pacing: ${inFlight} upload${inFlight === 1 ? "" : "s"} in flight (${reason})` }),
-      });
-      client = new RefServerClient({
-        pacer,
-        baseUrl: config.refserver.api_url,
-        username: config.refserver.username,
-        password: config.refserver.password,
-        dispatcher: serverAgent,
-        retry,
-        sleep,
-        onRetry: ({ what, error, attempt, delayMs }) => emit({ type: "retry", key: null, what, attempt, delayMs, code: error.code, message: error.message }),
-      });
-      await client.login(io.hardStop);
-      known = await client.knownKeys(library.id, io.hardStop);
-    }
-
-    const limit = flags.limit ?? null;
-    const plan: Plan = makePlan(candidates, skipped, state, known, { limit, retryFailedOnly: Boolean(flags.retryFailed) });
-    emit({ type: "planned", toImport: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, limitedTo: limit });
-
-    if (flags.dryRun) {
-      renderer.finish();
-      const rows = previewRows(plan);
-      const importing = plan.actions.flatMap((a) => (a.kind === "import" ? [a.candidate.attachment.size] : []));
-      // The Web API tells file sizes; null when the source does not.
-      const bytes = importing.every((b) => b !== null) ? importing.reduce<number>((sum, b) => sum + (b ?? 0), 0) : null;
-      const counts = { import: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, laterByLimit: plan.deferred, bytes };
-      if (flags.json) {
-        io.stdout.write(`${JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since: since ?? null, counts, items: rows }, null, 2)}\n`);
-      } else {
-        io.stdout.write(`${formatPreview(rows, io.stdout.columns ?? 160, Boolean(flags.verbose))}\n\n`);
-        io.stdout.write(`Dry run: would import ${counts.import}${bytes !== null && counts.import > 0 ? ` (${formatBytes(bytes)})` : ""}, already done ${counts.alreadyDone}, skip ${counts.skipped}${counts.laterByLimit ? `, leave ${counts.laterByLimit} for later (--limit)` : ""}. Nothing was downloaded, uploaded or recorded.\n`);
-      }
-      return ExitCode.Ok;
-    }
-
-    journal = Journal.open(journalPath);
-    const now = (): string => new Date().toISOString();
-    journal.append({ t: "run", ts: now(), run: runId, scope, event: "start" });
-    // Keys the server reported as present are done: remember that.
-    for (const a of plan.actions) {
-      if (a.kind === "done" && a.via === "server") {
-        journal.append({ t: "item", ts: now(), run: runId, scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId });
-      }
-    }
-    const toImport = plan.actions.filter((a) => a.kind === "import").map((a) => a.candidate);
-    const cacheRoot = config.paths.cache_dir ? resolve(io.cwd, config.paths.cache_dir) : defaultCacheDir(io.env);
-    const result: PipelineResult = await runPipeline({
-      candidates: toImport,
-      source,
-      client: client!,
-      journal,
-      scope,
-      runId,
-      libraryId: library.id,
-      cacheDir: join(cacheRoot, `${library.type}-${library.id}`),
-      useCache: flags.cache !== false,
-      batchSize: config.import_options.batch_size,
-      delayMs: Math.round(config.import_options.delay_seconds * 1000),
-      retry,
-      sleep,
-      emit,
-      stop: io.stop,
-      hardStop: io.hardStop,
-    });
-    renderer.finish();
-
-    const summary = summarise(plan, result);
-    let exit: number = ExitCode.Ok;
-    if (result.stoppedBy === "signal") exit = ExitCode.Interrupted;
-    else if (result.stoppedBy === "auth") exit = ExitCode.Auth;
-    else if (result.stoppedBy === "server-unavailable") exit = ExitCode.Unavailable;
-    else if (summary.failed.length > 0) exit = ExitCode.SomeFailed;
-
-    // A complete pass over this selection: the next run only asks Zotero for changes.
-    const complete = result.stoppedBy === null && plan.deferred === 0 && !flags.retryFailed;
-    if (complete) journal.append({ t: "sync", ts: now(), run: runId, scope, filter, version: listing.libraryVersion });
-    journal.append({ t: "run", ts: now(), run: runId, scope, event: "end", exitCode: exit });
-
-    const reportPath = writeReport(config, io, { runId, scope, library, since: since ?? null, libraryVersion: listing.libraryVersion, exitCode: exit, summary, checkpoint: journalPath, stoppedBy: result.stoppedBy, fatal: result.fatal?.message ?? null, pacing: pacer ? { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight } : null });
-    if (flags.json) {
-      io.stdout.write(`${redact(JSON.stringify({ exitCode: exit, report: reportPath, checkpoint: journalPath, ...summary }, null, 2))}\n`);
-    } else {
-      if (result.fatal) io.stderr.write(`${redact(`error: ${result.fatal.message}`)}\n`);
-      io.stdout.write(`${redact(formatSummary(summary))}\nReport: ${reportPath}\n`);
-    }
-    return exit;
-  } finally {
-    renderer.finish();
-    journal?.close();
-    release();
-    await Promise.allSettled([Promise.resolve().then(closeSource), zoteroAgent.close(), serverAgent.close()]);
+  // The directories it needs are made and checked first: a full or read-only disk is found
+  // now, not after the whole import.
+  if (!flags.dryRun) {
+    preparePaths(config, { env: io.env, cwd: io.cwd, checkpoint: journalPath, checkpointFromFlag: Boolean(flags.checkpoint), cacheDir: cacheRoot });
+    held.release = acquireLock(`${journalPath}.lock`);
   }
+
+  // Fold the journal line by line: only where each item stands is kept, not every record.
+  const reducer = new JournalReducer(run.scope);
+  const scan = scanJournal(journalPath, (r) => reducer.add(r));
+  if (scan.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${scan.badLines} unreadable line(s)` });
+  const state: JournalState = reducer.state;
+
+  const zoteroAgent = makeAgent({ timeoutSeconds: 60, connections: ZOTERO_MAX_CONCURRENT });
+  const serverAgent = makeAgent({ timeoutSeconds: config.refserver.timeout_seconds, connections: Math.max(4, config.import_options.batch_size) });
+  held.agents.push(zoteroAgent, serverAgent);
+  const onRetry = ({ what, error, attempt, delayMs }: { what: string; error: ImportError; attempt: number; delayMs: number }): void =>
+    emit({ type: "retry", key: null, what, attempt, delayMs, code: error.code, message: error.message });
+  const source = makeSource(config, {
+    dispatcher: zoteroAgent,
+    retry,
+    sleep,
+    stop: io.stop,
+    onRetry,
+    onWarning: (message) => emit({ type: "log", level: "warn", message }),
+    onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
+  });
+  held.source = source;
+
+  // ---- list
+  const listed = await listStage(config, flags, io, source, state, emit);
+  run.since = listed.since;
+  run.libraryVersion = listed.listing.libraryVersion;
+
+  // ---- what the server holds (the dry run too: a preview that does not know the server lies)
+  const pacer = new Pacer({
+    ceiling: config.import_options.batch_size,
+    adaptive: config.import_options.adaptive_pacing,
+    giveUpAfterMs: Math.round(config.retry.give_up_after_seconds * 1000),
+    sleep,
+    onChange: ({ limit: inFlight, reason }) => emit({ type: "log", level: "debug", message: `pacing: ${inFlight} upload${inFlight === 1 ? "" : "s"} in flight (${reason})` }),
+  });
+  const client = new RefServerClient({
+    pacer,
+    baseUrl: config.refserver.api_url,
+    username: config.refserver.username,
+    password: config.refserver.password,
+    dispatcher: serverAgent,
+    retry,
+    sleep,
+    stop: io.stop,
+    onRetry,
+  });
+  await client.login(io.hardStop);
+  const known: Map<string, KnownLink> | null = await client.knownKeys(library.id, io.hardStop);
+  if (io.stop.aborted) throw new ImportError("INTERRUPTED", "stopped by a signal before any paper was started; the next run starts over from the listing");
+
+  // ---- plan
+  const limit = flags.limit ?? null;
+  const plan: Plan = makePlan(listed.candidates, listed.skipped, state, known, { limit, retryFailedOnly: Boolean(flags.retryFailed) });
+  emit({ type: "planned", toImport: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, limitedTo: limit });
+
+  if (flags.dryRun) {
+    run.summary = summarise(plan, null);
+    return { exit: ExitCode.Ok, preview: previewText(flags, io, plan, listed.listing, listed.since, library, known !== null) };
+  }
+
+  // ---- transfer
+  const journal = Journal.open(journalPath);
+  held.journal = journal;
+  const now = (): string => new Date().toISOString();
+  journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "start" });
+  // Keys the server reported as present are done: remember that.
+  for (const a of plan.actions) {
+    if (a.kind === "done" && a.via === "server") {
+      journal.append({ t: "item", ts: now(), run: run.runId, scope: run.scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId });
+    }
+  }
+  const queue: Candidate[] = plan.actions.flatMap((a) => (a.kind === "import" || a.kind === "later" ? [a.candidate] : []));
+  const result: PipelineResult = await runPipeline({
+    candidates: queue,
+    limit,
+    source,
+    client,
+    journal,
+    scope: run.scope,
+    runId: run.runId,
+    libraryId: library.id,
+    cacheDir: join(cacheRoot, `${library.type}-${library.id}`),
+    useCache: flags.cache !== false,
+    batchSize: config.import_options.batch_size,
+    delayMs: Math.round(config.import_options.delay_seconds * 1000),
+    retry,
+    sleep,
+    emit,
+    stop: io.stop,
+    hardStop: io.hardStop,
+  });
+  run.pacing = { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight };
+
+  const summary = summarise(plan, result, limit);
+  run.summary = summary;
+  run.stoppedBy = result.stoppedBy;
+  if (result.fatal) run.fatal = result.fatal.message;
+  let exit: number = ExitCode.Ok;
+  if (result.stoppedBy === "signal") exit = ExitCode.Interrupted;
+  else if (result.fatal) exit = exitCodeFor(result.fatal);
+  else if (summary.failed.length > 0) exit = ExitCode.SomeFailed;
+
+  if (!journal.failure) {
+    // A complete pass over this selection: the next run only asks Zotero for changes.
+    const complete = result.stoppedBy === null && result.notStarted.length === 0 && !flags.retryFailed;
+    if (complete) journal.append({ t: "sync", ts: now(), run: run.runId, scope: run.scope, filter: listed.filter, version: listed.listing.libraryVersion });
+    journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "end", exitCode: exit });
+  }
+  return { exit, preview: null };
+}
+
+interface Listed {
+  listing: Listing;
+  candidates: Candidate[];
+  skipped: Skipped[];
+  since: number | null;
+  filter: string;
+}
+
+/** Collections → since → the listing → importable candidates and skips. */
+async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: ConfiguredSource, state: JournalState, emit: Emit): Promise<Listed> {
+  const collectionsWanted = flags.collection && flags.collection.length > 0 ? flags.collection : config.import_options.collections;
+  let collectionKeys: string[] = [];
+  let collectionRequests = 0;
+  if (collectionsWanted.length > 0) {
+    const before = source.requests;
+    const collections = await source.listCollections(io.hardStop);
+    collectionRequests = source.requests - before;
+    const resolved = resolveCollections(collectionsWanted, collections);
+    if (resolved.unknown.length > 0) {
+      throw new ImportError("USAGE", `collection ${resolved.unknown.map((u) => `'${u}'`).join(", ")} not found in the Zotero library: give a collection key or its exact name (known: ${collections.slice(0, 10).map((c) => c.name).join(", ")}${collections.length > 10 ? ", …" : ""})`);
+    }
+    collectionKeys = resolved.keys;
+  }
+  const filter = filterSignature(config, collectionKeys);
+  // Unfinished items (failed, interrupted) and their attachments are listed again whatever
+  // the sync point says, so their PDFs come along in incremental listings.
+  const also = new Set<string>();
+  for (const s of state.items.values()) {
+    if (s.status !== "failed" && s.status !== "started") continue;
+    also.add(s.key);
+    if (s.att) also.add(s.att);
+  }
+  const alsoKeys = [...also];
+  // Fetching thousands of unfinished keys 50 at a time costs more than listing everything.
+  const saved = alsoKeys.length > 2_000 ? undefined : state.syncVersions.get(filter);
+  const since = flags.since ?? saved;
+
+  const listing = await source.list({ since, alsoKeys, signal: io.hardStop });
+  emit({ type: "listed", items: listing.items.length, requests: listing.requests + collectionRequests, libraryVersion: listing.libraryVersion, since: since ?? null });
+  for (const bad of listing.invalid) emit({ type: "log", level: "warn", message: `Zotero item ${bad.key} ignored: ${bad.reason}` });
+
+  const { candidates, skipped } = selectItems(listing.items, {
+    itemTypes: config.import_options.item_types,
+    excludeTags: config.import_options.exclude_tags,
+    collectionKeys,
+    linkedFiles: source.readsLinkedFiles ?? false,
+  });
+  return { listing, candidates, skipped, since: since ?? null, filter };
+}
+
+/** The dry run's table or JSON: what a real run started now would do. */
+function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing, since: number | null, library: { type: string; id: string }, serverKnown: boolean): string {
+  const rows = previewRows(plan);
+  const importSizes = plan.actions.flatMap((a) => (a.kind === "import" ? [a.candidate.attachment.size] : []));
+  const knownBytes = importSizes.reduce<number>((sum, b) => sum + (b ?? 0), 0);
+  const sizesUnknown = importSizes.filter((b) => b === null).length;
+  const skippedByReason: Record<string, number> = {};
+  for (const s of plan.skipped) skippedByReason[skipReasonText[s.reason]] = (skippedByReason[skipReasonText[s.reason]] ?? 0) + 1;
+  if (flags.json) {
+    const counts = {
+      import: plan.toImport,
+      alreadyDone: plan.alreadyDone,
+      skipped: plan.skipped.length,
+      skippedByReason,
+      laterByLimit: plan.deferred,
+      bytes: sizesUnknown === 0 ? knownBytes : null,
+      bytesKnown: knownBytes,
+      sizesUnknown,
+      serverKnown,
+    };
+    return JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since, counts, items: rows });
+  }
+  const width = io.stdout.columns;
+  const table = formatPreview(rows, { width, showLater: Boolean(flags.verbose) });
+  const totals = formatPreviewTotals({ import: plan.toImport, alreadyDone: plan.alreadyDone, skippedByReason, laterByLimit: plan.deferred, importSizes, serverKnown }, { width });
+  return `${table}\n\n${totals}\n`;
 }
 
 interface ReportBody {
   runId: string;
-  scope: string;
-  library: { type: string; id: string };
+  scope: string | null;
+  library: { type: string; id: string } | null;
   since: number | null;
-  libraryVersion: number;
+  libraryVersion: number | null;
   exitCode: number;
-  summary: RunSummary;
-  checkpoint: string;
+  summary: RunSummary | null;
+  checkpoint: string | null;
   stoppedBy: string | null;
   fatal: string | null;
-  pacing: { ceiling: number; adaptive: boolean; finalLimit: number; decreases: number; peakInFlight: number } | null;
+  warnings: string[];
+  pacing: RunRecord["pacing"];
 }
 
-/** One JSON report per run, next to the checkpoint's state directory. */
-function writeReport(config: Config, io: Pick<CliIo, "env" | "cwd">, body: ReportBody): string {
-  const dir = config.paths.report_dir ? resolve(io.cwd, config.paths.report_dir) : join(stateDir(io.env), "reports");
-  mkdirSync(dir, { recursive: true });
+/** One JSON report per run (a run that failed to start included), next to the checkpoint's state directory. */
+function writeReport(config: Config | null, io: Pick<CliIo, "env" | "cwd">, body: ReportBody): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const path = join(dir, `import-${stamp}-${body.runId.slice(0, 8)}.json`);
-  fsyncWrite(path, redact(JSON.stringify({ finishedAt: new Date().toISOString(), ...body }, null, 2)) + "\n");
-  return path;
+  const text = redact(JSON.stringify({ finishedAt: new Date().toISOString(), ...body }, null, 2)) + "\n";
+  let failure: unknown;
+  // paths.report_dir, else (when that is what failed) the default one.
+  for (const dir of reportDirsOf(config, io)) {
+    try {
+      mkdirSync(dir, { recursive: true });
+      const path = join(dir, `import-${stamp}-${body.runId.slice(0, 8)}.json`);
+      fsyncWrite(path, text);
+      return path;
+    } catch (error) {
+      failure = error;
+    }
+  }
+  throw failure;
 }
