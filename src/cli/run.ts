@@ -22,7 +22,11 @@ const onSignal = (signal: NodeJS.Signals): void => {
     first = { signal, at: Date.now() };
     process.stderr.write(`\n${signal}: stopping — nothing new starts, nothing is retried; unfinished papers are left for the next run (${signal === "SIGINT" ? "press Ctrl-C again" : "signal again"} to stop at once)\n`);
     stop.abort(abortReason(signal));
-    setTimeout(() => hardStop.abort(abortReason(signal)), GRACE_MS).unref();
+    setTimeout(() => {
+      if (hardStop.signal.aborted) return;
+      process.stderr.write(`requests still in flight after ${GRACE_MS / 1000} s: aborting them; their papers are left for the next run\n`);
+      hardStop.abort(abortReason(signal));
+    }, GRACE_MS).unref();
     return;
   }
   if (signal === first.signal && Date.now() - first.at < DUPLICATE_MS) return;

@@ -67,14 +67,33 @@ export class Pacer {
 
   async acquire(signal?: AbortSignal): Promise<Slot> {
     for (;;) {
-      if (this.open) throw this.breakerError();
-      signal?.throwIfAborted();
+      // A caller that gives up passes its wake-up on, so no other waiter is left asleep.
+      if (this.open) {
+        this.wake();
+        throw this.breakerError();
+      }
+      if (signal?.aborted) {
+        this.wake();
+        signal.throwIfAborted();
+      }
       if (this.gate.remaining() > 0) {
-        await this.gate.wait(signal);
+        await this.gate.wait(signal).catch(() => undefined);
         continue;
       }
       if (this.inFlight < this.limit) break;
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      await new Promise<void>((resolve) => {
+        const entry = (): void => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        };
+        const onAbort = (): void => {
+          const i = this.waiting.indexOf(entry);
+          if (i !== -1) this.waiting.splice(i, 1);
+          resolve();
+        };
+        this.waiting.push(entry);
+        signal?.addEventListener("abort", onAbort, { once: true });
+      });
     }
     this.inFlight++;
     this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);

@@ -88,4 +88,20 @@ describe("adaptive pacer", () => {
     expect(pacer.open).toBe(false);
     await expect(pacer.acquire()).resolves.toBeDefined();
   });
+
+  it("a waiter whose signal aborts (a stop) leaves the queue and strands no other waiter", async () => {
+    const t = fakeTime();
+    const pacer = new Pacer({ ceiling: 1, adaptive: false, giveUpAfterMs: 1000, ...t });
+    const held = await pacer.acquire();
+    const stop = new AbortController();
+    const stopped = [pacer.acquire(stop.signal), pacer.acquire(stop.signal)];
+    const other = pacer.acquire();
+    stop.abort(new Error("stop"));
+    for (const p of stopped) await expect(p).rejects.toThrow("stop");
+    held.release("clean");
+    // The waiter without a signal gets the slot (it would hang forever if a wake-up were lost).
+    const slot = await other;
+    slot.release("clean");
+    await expect(pacer.acquire()).resolves.toBeDefined();
+  });
 });
