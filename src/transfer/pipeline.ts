@@ -241,7 +241,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
   } else {
     // Uploads in flight are bounded by the client's pacer (batch_size at most); up to
     // `prefetch` more items download meanwhile, so no upload slot waits for a download.
-    const workers = o.batchSize + (o.prefetch ?? Math.min(4, o.batchSize));
+    const workers = o.batchSize + (o.prefetch ?? Math.min(ZOTERO_MAX_CONCURRENT, o.batchSize));
     const worker = async (): Promise<void> => {
       for (let c = take(); c; c = take()) settle(await processOne(c));
     };
