@@ -253,7 +253,7 @@ export function sizeTotal(sizes: (number | null)[]): string {
 /**
  * The lines under the table: what the dry run would do with the total size, the skips
  * per reason (most frequent first), and a warning when the server cannot tell which
- * papers it holds. Wrapped to `width` display columns when given.
+ * papers it holds. Wrapped to `width` display columns (DEFAULT_PREVIEW_WIDTH when unknown).
  */
 export function formatPreviewTotals(counts: PreviewCounts, options: { width?: number | undefined } = {}): string {
   const reasons = Object.entries(counts.skippedByReason)
@@ -269,7 +269,7 @@ export function formatPreviewTotals(counts: PreviewCounts, options: { width?: nu
   if (!counts.serverKnown) {
     lines.push("The server cannot tell which papers it holds: 'already done' counts only this computer's checkpoint.");
   }
-  if (options.width === undefined) return lines.join("\n");
+  // Like the table: DEFAULT_PREVIEW_WIDTH when the width is unknown (stdout is a pipe).
   const width = normaliseWidth(options.width);
   return lines.flatMap((l) => wrap(l, width, "  ")).join("\n");
 }
