@@ -8,5 +8,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // CLI and server tests spawn real processes; two cores, so keep the fan-out modest.
     maxWorkers: 2,
+    // Points TMPDIR at a directory of this run's own and fails the run if a test leaves anything in it.
+    globalSetup: ["test/global-setup.ts"],
   },
 });

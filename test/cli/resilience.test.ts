@@ -2,7 +2,7 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:f
 import { join } from "node:path";
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { makeSandbox, runCli, startCli, waitFor } from "../helpers/cli.js";
+import { makeSandbox, removeSandbox, runCli, startCli, waitFor } from "../helpers/cli.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;
@@ -199,7 +199,7 @@ describe("exit codes", () => {
     world = await makeWorld({ library: { items: 2 } });
     const port = await closedPort();
     const sandbox = makeSandbox({ zoteroUrl: world.zoteroUrl, refserverUrl: `http://127.0.0.1:${port}`, libraryId: String(world.library.libraryId), apiKey: world.library.apiKey, retries: 2, giveUpAfterSeconds: 0.3 });
-    const r = await runCli([], sandbox);
+    const r = await runCli([], sandbox).finally(() => removeSandbox(sandbox));
     expect(r.code).toBe(75);
     expect(r.stderr).toMatch(/unreachable for over 0.3 s \(retry.give_up_after_seconds\)/);
   });

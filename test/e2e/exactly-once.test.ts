@@ -13,7 +13,7 @@
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { makeSandbox, runCli, startCli, type CliResult, type Sandbox } from "../helpers/cli.js";
+import { makeSandbox, removeSandbox, runCli, startCli, type CliResult, type Sandbox } from "../helpers/cli.js";
 import { FaultProxy } from "../helpers/fault-proxy.js";
 import { FakeZotero, makeLibrary, makeRng, type FakeLibrary } from "../helpers/fake-zotero.js";
 import { md5 } from "../helpers/pdf.js";
@@ -136,6 +136,7 @@ describe("exactly once under fire (real importer, real refserver-lite, fault pro
       retries: 30,
       timeoutSeconds: 2,
     });
+    cleanups.unshift(() => removeSandbox(sandbox)); // runs last, after the servers stop
     writeFileSync(sandbox.configPath, readFileSync(sandbox.configPath, "utf8").replace(/max_delay_seconds: [\d.]+/, "max_delay_seconds: 0.2"), { mode: 0o600 });
 
     // ---- 10 SIGKILLs at random moments, one server crash + restart in the middle of a run ----

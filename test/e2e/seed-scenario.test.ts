@@ -5,7 +5,7 @@
  * imported, exit 0, and no 500 left in its summary as a failure.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { makeSandbox, runCli, waitFor } from "../helpers/cli.js";
+import { makeSandbox, removeSandbox, runCli, waitFor } from "../helpers/cli.js";
 import { FaultProxy } from "../helpers/fault-proxy.js";
 import { FakeZotero, makeLibrary } from "../helpers/fake-zotero.js";
 import { makePdf, md5 } from "../helpers/pdf.js";
@@ -73,6 +73,7 @@ async function seedScenario(libraryId: number, prepareProxy: (proxy: FaultProxy)
     retries: 8,
     timeoutSeconds: 10,
   });
+  cleanups.unshift(() => removeSandbox(sandbox)); // runs last, after the servers stop
   const run = await runCli(["--json"], sandbox);
   const context = `stdout:\n${run.stdout}\nstderr:\n${run.stderr.slice(-3000)}\nproxy ${JSON.stringify(proxy.counters)}`;
   return { server, proxy, want, run, context };

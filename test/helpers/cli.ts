@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,7 +32,11 @@ export interface SandboxOptions {
   extra?: string;
 }
 
-/** A temp home for one CLI run: config file, XDG dirs, no inherited secrets. */
+/**
+ * A temp home for one CLI run: config file, XDG dirs, no inherited secrets. Made under
+ * os.tmpdir(); whoever makes one removes it (removeSandbox, or World.close()), since the
+ * suite fails when anything is left in its TMPDIR (test/global-setup.ts).
+ */
 export function makeSandbox(o: SandboxOptions): Sandbox {
   const dir = mkdtempSync(join(tmpdir(), "ifz-cli-"));
   const stateDir = join(dir, "state");
@@ -71,8 +75,34 @@ export function makeSandbox(o: SandboxOptions): Sandbox {
     XDG_CACHE_HOME: cacheDir,
     XDG_CONFIG_HOME: join(dir, "config-home"),
     NODE_OPTIONS: "",
+    // The CLI's own temp files (e.g. the Zotero database snapshot) go where the suite's go, so a
+    // leak by the CLI is caught by the suite's TMPDIR check too.
+    TMPDIR: tmpdir(),
   };
   return { dir, configPath, checkpoint: join(stateDir, "import-from-zotero", "checkpoint.ndjson"), env, stateDir, cacheDir };
+}
+
+/** CLI processes started by startCli that have not ended yet, by sandbox dir. */
+const running = new Map<string, Set<ChildProcess>>();
+
+/**
+ * Remove a sandbox made by makeSandbox, and everything the CLI wrote in it. A CLI process still
+ * running in it (a test that failed before awaiting it) is killed first: it would go on writing
+ * its journal and reports there and leave the directory behind.
+ */
+export async function removeSandbox(sandbox: Sandbox): Promise<void> {
+  const children = [...(running.get(sandbox.dir) ?? [])];
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolveClosed) => {
+          child.once("close", () => resolveClosed());
+          child.kill("SIGKILL");
+        }),
+    ),
+  );
+  running.delete(sandbox.dir);
+  rmSync(sandbox.dir, { recursive: true, force: true, maxRetries: 5 });
 }
 
 export interface CliResult {
@@ -91,6 +121,9 @@ export interface RunningCli {
 /** Start the real CLI process (never spawnSync: the fakes live in this process). */
 export function startCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}): RunningCli {
   const child = spawn(process.execPath, [BIN, "--config", sandbox.configPath, ...args], { cwd: sandbox.dir, env: { ...sandbox.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const inSandbox = running.get(sandbox.dir) ?? new Set<ChildProcess>();
+  running.set(sandbox.dir, inSandbox.add(child));
+  child.once("close", () => inSandbox.delete(child));
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));

@@ -1,6 +1,6 @@
 import { FakeRefServer, type FakeRefServerOptions } from "./fake-refserver.js";
 import { FakeZotero, makeLibrary, type FakeLibrary, type MakeLibraryOptions } from "./fake-zotero.js";
-import { makeSandbox, type Sandbox, type SandboxOptions } from "./cli.js";
+import { makeSandbox, removeSandbox, type Sandbox, type SandboxOptions } from "./cli.js";
 
 export interface World {
   library: FakeLibrary;
@@ -9,6 +9,7 @@ export interface World {
   sandbox: Sandbox;
   zoteroUrl: string;
   refserverUrl: string;
+  /** Stop both servers, then remove the sandbox directory (killing any CLI still running in it). */
   close(): Promise<void>;
 }
 
@@ -49,6 +50,7 @@ export async function makeWorld(o: WorldOptions = {}): Promise<World> {
     refserverUrl: r.url,
     close: async () => {
       await Promise.allSettled([z.close(), r.close()]);
+      await removeSandbox(sandbox);
     },
   };
 }

@@ -1,14 +1,22 @@
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { hostname } from "node:os";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { Journal, readJournal } from "../../src/journal/journal.js";
 import { acquireLock } from "../../src/journal/lock.js";
 import { reduceJournal } from "../../src/journal/state.js";
 
-const dir = () => mkdtempSync(join(tmpdir(), "ifz-journal-"));
+const dirs: string[] = [];
+const dir = (): string => {
+  const d = mkdtempSync(join(tmpdir(), "ifz-journal-"));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 describe("journal", () => {
   it("ignores a torn last line and appends the next record on a line of its own", () => {

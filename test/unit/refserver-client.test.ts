@@ -1,6 +1,6 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Agent } from "undici";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RefServerClient, type UploadMetadata } from "../../src/refserver/client.js";
@@ -29,6 +29,7 @@ beforeEach(async () => {
 afterEach(async () => {
   await agent.close();
   await close();
+  rmSync(dirname(pdfPath), { recursive: true, force: true });
 });
 
 function client(options: { password?: string; pacer?: Pacer } = {}): RefServerClient {
