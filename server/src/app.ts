@@ -9,6 +9,7 @@ import { Repository } from "./db/repository.js";
 import { HttpError } from "./errors.js";
 import { adminRoutes } from "./routes/admin.js";
 import { authRoutes } from "./routes/auth.js";
+import { documentWriteRoutes } from "./routes/document-write.js";
 import { documentRoutes } from "./routes/documents.js";
 import { healthRoutes } from "./routes/health.js";
 import { jobRoutes } from "./routes/jobs.js";
@@ -150,6 +151,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       if (err.validation) {
         return reply.code(422).send({ detail: fastapiValidation(err) });
       }
+      if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+        return reply.code(413).send({ detail: "Request body too large" });
+      }
       if (err.statusCode === 413 || err.code === "FST_REQ_FILE_TOO_LARGE") {
         return reply.code(413).send({ detail: `File too large: the limit is ${maxUploadBytes} bytes` });
       }
@@ -191,6 +195,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     await app.register(uploadRoutes, routeOptions);
     await app.register(jobRoutes, routeOptions);
     await app.register(documentRoutes, routeOptions);
+    await app.register(documentWriteRoutes, routeOptions);
     await app.register(adminRoutes, routeOptions);
     await app.register(zoteroRoutes, routeOptions);
 

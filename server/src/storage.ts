@@ -48,6 +48,14 @@ export class FileStore {
   }
 
   /**
+   * A fresh path for a paper's replacement PDF (`pdfs/<doc_id>.<uuid>.pdf`): the new file is
+   * committed under it while the row still names the old one, so neither is ever missing.
+   */
+  replacementPathFor(docId: string): string {
+    return `${PDF_DIR}/${docId}.${randomUUID()}.pdf`;
+  }
+
+  /**
    * Stream `source` to a temp file in the data dir, never holding it whole in memory;
    * check that it starts with `%PDF-` (400 otherwise, after draining), fsync and close.
    */
@@ -103,9 +111,16 @@ export class FileStore {
     await rm(path, { force: true });
   }
 
+  /** Remove a stored PDF by its relative path; a file already gone is not an error. */
+  async remove(relPath: string): Promise<void> {
+    await rm(this.absolute(relPath), { force: true });
+  }
+
   /**
    * Startup sweep: remove every temp file, and every stored PDF that no paper row
-   * names (left by a crash between rename and commit). Returns what it removed.
+   * names: left by a crash between rename and commit (upload, PDF replacement), or between
+   * a commit and the unlink of the file it made obsolete (PDF replacement, deletion).
+   * Returns what it removed.
    */
   async sweep(knownPaths: ReadonlySet<string>): Promise<string[]> {
     const removed: string[] = [];

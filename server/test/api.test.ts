@@ -352,11 +352,13 @@ describe("jobs, documents, progress, links, health", () => {
     await injectUpload(app, token, uploadParts(pdf, { zotero_key: "OTHERLIB", zotero_library_id: "8" }));
     const res = await app.inject({ method: "GET", url: "/api/v1/zotero/links?library_id=7", headers: auth() });
     expect(res.statusCode).toBe(200);
+    // Each entry carries the paper's metadata (no tags or collections were uploaded here).
+    const meta = { title: "A paper", authors: ["Ada Lovelace"], year: null, doi: null, journal: null };
     expect(res.json()).toEqual({
       library_id: "7",
       links: [
-        { zotero_key: "KEYA0001", doc_id: b.doc_id, zotero_version: 0 },
-        { zotero_key: "KEYB0002", doc_id: a.doc_id, zotero_version: 5 },
+        { zotero_key: "KEYA0001", doc_id: b.doc_id, zotero_version: 0, ...meta },
+        { zotero_key: "KEYB0002", doc_id: a.doc_id, zotero_version: 5, ...meta },
       ],
     });
     const missing = await app.inject({ method: "GET", url: "/api/v1/zotero/links", headers: auth() });

@@ -66,7 +66,48 @@ export interface ZoteroLinkRow {
   zotero_key: string;
   doc_id: string;
   zotero_version: number;
+  /** The link's stored JSON text (as given at upload or by a metadata update), or null. */
+  tags: string | null;
+  collection_keys: string | null;
+  /** 1 when the paper has a metadata row (then the columns below are its values). */
+  has_metadata: number;
+  title: string | null;
+  /** JSON array text. */
+  authors: string | null;
+  year: number | null;
+  doi: string | null;
+  journal: string | null;
 }
+
+/** The fields a metadata update changes; an absent key leaves the column as it is. */
+export interface MetadataPatch {
+  title?: string | null;
+  authors?: string[];
+  journal?: string | null;
+  year?: number;
+  abstract?: string | null;
+  doi?: string | null;
+}
+
+/** The Zotero link fields a metadata update or PDF replacement changes (when the paper has a link). */
+export interface LinkPatch {
+  version?: number;
+  tags?: string[];
+  collectionKeys?: string[];
+}
+
+export interface PdfReplacement {
+  docId: string;
+  /** The new processing job. */
+  jobId: string;
+  filename: string;
+  /** The new file's path relative to the data dir (already committed to disk). */
+  filePath: string;
+  fileSize: number;
+  link: LinkPatch;
+}
+
+export type ReplacePdfResult = { ok: true; oldFilePath: string } | { ok: false; reason: "not-found" };
 
 export interface NewUpload {
   docId: string;
@@ -257,13 +298,150 @@ export class Repository {
     return row?.paper_id;
   }
 
+  /** A library's links with each paper's metadata: one query (LEFT JOIN), not one per paper. */
   zoteroLinks(libraryId: string): ZoteroLinkRow[] {
     return this.db
       .prepare(
-        `SELECT zotero_key, paper_id AS doc_id, zotero_version FROM zoterolink
-         WHERE library_id = ? ORDER BY zotero_key`,
+        `SELECT z.zotero_key, z.paper_id AS doc_id, z.zotero_version, z.tags, z.collection_keys,
+                m.id IS NOT NULL AS has_metadata, m.title, m.authors, m.year, m.doi, m.journal
+         FROM zoterolink z LEFT JOIN metadata m ON m.paper_id = z.paper_id
+         WHERE z.library_id = ? ORDER BY z.zotero_key`,
       )
       .all(libraryId) as ZoteroLinkRow[];
+  }
+
+  // ---- changes to a stored paper ----------------------------------------------------
+
+  /**
+   * Change the fields in `patch` (and, when the paper has a Zotero link, those in `link`) in
+   * ONE immediate transaction. Creates the metadata row if the paper has none (as the original
+   * does). Returns the metadata after the change, or undefined when no such paper exists.
+   */
+  updateMetadata(docId: string, patch: MetadataPatch, link: LinkPatch): MetadataRow | undefined {
+    return this.write(() => {
+      const t = now();
+      const found = this.db.prepare("UPDATE paper SET updated_at = ? WHERE doc_id = ?").run(t, docId);
+      if (found.changes === 0) return undefined;
+      this.db
+        .prepare("INSERT INTO metadata (paper_id, source) VALUES (?, 'user_api') ON CONFLICT(paper_id) DO NOTHING")
+        .run(docId);
+      this.db
+        .prepare(
+          `UPDATE metadata SET
+             title = CASE WHEN @set_title THEN @title ELSE title END,
+             authors = CASE WHEN @set_authors THEN @authors ELSE authors END,
+             journal = CASE WHEN @set_journal THEN @journal ELSE journal END,
+             year = CASE WHEN @set_year THEN @year ELSE year END,
+             abstract = CASE WHEN @set_abstract THEN @abstract ELSE abstract END,
+             doi = CASE WHEN @set_doi THEN @doi ELSE doi END
+           WHERE paper_id = @doc_id`,
+        )
+        .run({
+          doc_id: docId,
+          set_title: patch.title !== undefined ? 1 : 0,
+          title: patch.title ?? null,
+          set_authors: patch.authors !== undefined ? 1 : 0,
+          authors: patch.authors !== undefined ? JSON.stringify(patch.authors) : null,
+          set_journal: patch.journal !== undefined ? 1 : 0,
+          journal: patch.journal ?? null,
+          set_year: patch.year !== undefined ? 1 : 0,
+          year: patch.year ?? null,
+          set_abstract: patch.abstract !== undefined ? 1 : 0,
+          abstract: patch.abstract ?? null,
+          set_doi: patch.doi !== undefined ? 1 : 0,
+          doi: patch.doi ?? null,
+        });
+      this.updateLink(docId, link);
+      return this.db
+        .prepare("SELECT title, authors, journal, year, abstract, doi, source FROM metadata WHERE paper_id = ?")
+        .get(docId) as MetadataRow;
+    });
+  }
+
+  /** Apply a LinkPatch to the paper's Zotero link, if it has one (inside a write). */
+  private updateLink(docId: string, link: LinkPatch): void {
+    if (link.version === undefined && link.tags === undefined && link.collectionKeys === undefined) return;
+    this.db
+      .prepare(
+        `UPDATE zoterolink SET
+           zotero_version = CASE WHEN @set_version THEN @version ELSE zotero_version END,
+           tags = CASE WHEN @set_tags THEN @tags ELSE tags END,
+           collection_keys = CASE WHEN @set_collections THEN @collections ELSE collection_keys END
+         WHERE paper_id = @doc_id`,
+      )
+      .run({
+        doc_id: docId,
+        set_version: link.version !== undefined ? 1 : 0,
+        version: link.version ?? null,
+        set_tags: link.tags !== undefined ? 1 : 0,
+        tags: link.tags !== undefined ? JSON.stringify(link.tags) : null,
+        set_collections: link.collectionKeys !== undefined ? 1 : 0,
+        collections: link.collectionKeys !== undefined ? JSON.stringify(link.collectionKeys) : null,
+      });
+  }
+
+  /**
+   * Point a paper at its replacement PDF (already on disk under a new name), in ONE immediate
+   * transaction: file name, path and size; its page text, chunks, page count and text dropped;
+   * its unfinished jobs closed as superseded (the worker skips their results); a new job queued;
+   * the Zotero link's version updated when given. Returns the old file's path, which the caller
+   * removes after the commit (a crash before that leaves an unreferenced file the startup sweep
+   * removes).
+   */
+  replacePdf(r: PdfReplacement): ReplacePdfResult {
+    return this.write((): ReplacePdfResult => {
+      const row = this.db.prepare("SELECT file_path FROM paper WHERE doc_id = ?").get(r.docId) as
+        | { file_path: string }
+        | undefined;
+      if (!row) return { ok: false, reason: "not-found" };
+      const t = now();
+      this.db
+        .prepare(
+          `UPDATE paper SET filename = ?, file_path = ?, file_size = ?, page_count = NULL, ocr_text = NULL,
+             updated_at = ? WHERE doc_id = ?`,
+        )
+        .run(r.filename, r.filePath, r.fileSize, t, r.docId);
+      this.db.prepare("DELETE FROM pagetext WHERE paper_id = ?").run(r.docId);
+      this.db.prepare("DELETE FROM semanticchunk WHERE paper_id = ?").run(r.docId);
+      const superseded = `Superseded: the PDF was replaced (job ${r.jobId})`;
+      this.db
+        .prepare(
+          `UPDATE processingjob SET status = 'failed', current_step = 'failed', error_message = ?,
+             text_status = CASE WHEN text_status = 'running' THEN 'failed' ELSE text_status END,
+             chunking_status = CASE WHEN chunking_status = 'running' THEN 'failed' ELSE chunking_status END,
+             updated_at = ?, completed_at = ?
+           WHERE paper_id = ? AND status IN ('uploaded', 'processing')`,
+        )
+        .run(superseded, t, t, r.docId);
+      this.db
+        .prepare(
+          `INSERT INTO processingjob (job_id, paper_id, filename, status, current_step, created_at, updated_at)
+           VALUES (?, ?, ?, 'processing', 'queued', ?, ?)`,
+        )
+        .run(r.jobId, r.docId, r.filename, t, t);
+      this.updateLink(r.docId, r.link);
+      return { ok: true, oldFilePath: row.file_path };
+    });
+  }
+
+  /**
+   * Delete a paper and everything that hangs off it (metadata, Zotero link, jobs, page text,
+   * chunks) in ONE immediate transaction. The children are deleted explicitly as well as by
+   * ON DELETE CASCADE, so the result does not depend on the foreign_keys pragma. Returns the
+   * paper's file path (the caller removes the file after the commit), or undefined.
+   */
+  deletePaper(docId: string): string | undefined {
+    return this.write(() => {
+      const row = this.db.prepare("SELECT file_path FROM paper WHERE doc_id = ?").get(docId) as
+        | { file_path: string }
+        | undefined;
+      if (!row) return undefined;
+      for (const table of ["semanticchunk", "pagetext", "processingjob", "zoterolink", "metadata"] as const) {
+        this.db.prepare(`DELETE FROM ${table} WHERE paper_id = ?`).run(docId);
+      }
+      this.db.prepare("DELETE FROM paper WHERE doc_id = ?").run(docId);
+      return row.file_path;
+    });
   }
 
   // ---- reads ---------------------------------------------------------------------
@@ -384,9 +562,29 @@ export class Repository {
     });
   }
 
-  /** Step 1's results, in one short transaction: every page's text and the page count. */
-  saveText(jobId: string, docId: string, pages: readonly string[]): void {
-    this.write(() => {
+  /**
+   * True while a claimed job may still write: the job is unfinished and its paper exists. A
+   * paper deleted, or a job superseded by a PDF replacement, while the worker parsed is not
+   * resurrected: its results are dropped.
+   */
+  private jobIsLive(jobId: string, docId: string): boolean {
+    return (
+      this.db
+        .prepare(
+          `SELECT 1 FROM processingjob j JOIN paper p ON p.doc_id = j.paper_id
+           WHERE j.job_id = ? AND j.paper_id = ? AND j.status IN ('uploaded', 'processing')`,
+        )
+        .get(jobId, docId) !== undefined
+    );
+  }
+
+  /**
+   * Step 1's results, in one short transaction: every page's text and the page count.
+   * False (nothing written) when the paper was deleted or the job superseded meanwhile.
+   */
+  saveText(jobId: string, docId: string, pages: readonly string[]): boolean {
+    return this.write(() => {
+      if (!this.jobIsLive(jobId, docId)) return false;
       const t = now();
       this.db.prepare("DELETE FROM pagetext WHERE paper_id = ?").run(docId);
       const ins = this.db.prepare("INSERT INTO pagetext (paper_id, page_number, text) VALUES (?, ?, ?)");
@@ -400,12 +598,17 @@ export class Repository {
              chunking_status = 'running', progress_percentage = 50, updated_at = ? WHERE job_id = ?`,
         )
         .run(t, t, jobId);
+      return true;
     });
   }
 
-  /** Step 2's results, in one short transaction: the chunks, and the job completed. */
-  saveChunks(jobId: string, docId: string, chunks: readonly ChunkInput[]): void {
-    this.write(() => {
+  /**
+   * Step 2's results, in one short transaction: the chunks, and the job completed.
+   * False (nothing written) when the paper was deleted or the job superseded meanwhile.
+   */
+  saveChunks(jobId: string, docId: string, chunks: readonly ChunkInput[]): boolean {
+    return this.write(() => {
+      if (!this.jobIsLive(jobId, docId)) return false;
       const t = now();
       this.db.prepare("DELETE FROM semanticchunk WHERE paper_id = ?").run(docId);
       const ins = this.db.prepare(
@@ -419,19 +622,23 @@ export class Repository {
            WHERE job_id = ?`,
         )
         .run(t, t, t, jobId);
+      return true;
     });
   }
 
-  failJob(jobId: string, step: StepName, message: string): void {
-    this.write(() => {
+  /** Fail an unfinished job; false when it is gone (paper deleted) or already closed (superseded). */
+  failJob(jobId: string, step: StepName, message: string): boolean {
+    return this.write(() => {
       const t = now();
       const col = step === "text" ? "text" : "chunking";
-      this.db
+      const res = this.db
         .prepare(
           `UPDATE processingjob SET status = 'failed', ${col}_status = 'failed', ${col}_error = ?, error_message = ?,
-             current_step = 'failed', updated_at = ?, completed_at = ? WHERE job_id = ?`,
+             current_step = 'failed', updated_at = ?, completed_at = ?
+           WHERE job_id = ? AND status IN ('uploaded', 'processing')`,
         )
         .run(message, message, t, t, jobId);
+      return res.changes > 0;
     });
   }
 

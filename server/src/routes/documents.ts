@@ -1,5 +1,4 @@
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import type { FastifyPluginAsync } from "fastify";
 import type { RouteOptions } from "../context.js";
 import { HttpError } from "../errors.js";
@@ -85,15 +84,23 @@ export const documentRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ct
     async (request, reply) => {
       const paper = ctx.repo.getPaper(request.params.doc_id);
       if (!paper) throw new HttpError(404, "Document not found");
-      const path = ctx.files.absolute(paper.file_path);
-      const info = await stat(path).catch(() => undefined);
-      if (!info) throw new HttpError(404, "PDF file not found on server");
+      // Open first, then stat the handle: a PDF replaced or deleted right after this read is
+      // still served whole from the open file.
+      const fh = await open(ctx.files.absolute(paper.file_path), "r").catch(() => undefined);
+      if (!fh) throw new HttpError(404, "PDF file not found on server");
+      let size: number;
+      try {
+        size = (await fh.stat()).size;
+      } catch (err) {
+        await fh.close();
+        throw err;
+      }
       return reply
         .header("content-type", "application/pdf")
-        .header("content-length", String(info.size))
+        .header("content-length", String(size))
         .header("content-disposition", contentDisposition(paper.filename))
         .header("cache-control", "no-cache")
-        .send(createReadStream(path));
+        .send(fh.createReadStream());
     },
   );
 };

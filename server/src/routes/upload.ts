@@ -1,32 +1,12 @@
 import { randomUUID } from "node:crypto";
-import type { Readable } from "node:stream";
 import type { FastifyPluginAsync } from "fastify";
 import multipart from "@fastify/multipart";
 import type { RouteOptions } from "../context.js";
 import type { NewUpload } from "../db/repository.js";
-import { HttpError, intParsing, missingField, validationError, type ValidationIssue } from "../errors.js";
+import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
 import { sanitizeFilename, type StagedFile } from "../storage.js";
+import { multipartOptions, optionalInt, optionalString, readForm } from "./form.js";
 import { errorResponses } from "./schemas.js";
-
-async function drain(stream: Readable): Promise<void> {
-  for await (const chunk of stream) void chunk;
-}
-
-/** FastAPI treats an empty optional form value as absent; so do we. */
-function optionalInt(fields: Map<string, string>, name: string, issues: ValidationIssue[]): number | null {
-  const raw = fields.get(name)?.trim();
-  if (raw === undefined || raw === "") return null;
-  if (!/^[+-]?\d+$/.test(raw)) {
-    issues.push(intParsing("body", name, raw));
-    return null;
-  }
-  return Number.parseInt(raw, 10);
-}
-
-function optionalString(fields: Map<string, string>, name: string): string | null {
-  const raw = fields.get(name);
-  return raw === undefined || raw.trim() === "" ? null : raw.trim();
-}
 
 /** `authors` is a JSON array of strings; be lenient with a bare name or a non-array. */
 function parseAuthors(raw: string): string[] {
@@ -43,10 +23,7 @@ function parseAuthors(raw: string): string[] {
 }
 
 export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
-  await app.register(multipart, {
-    throwFileSizeLimit: true,
-    limits: { fileSize: ctx.maxUploadBytes, files: 4, fields: 64, fieldSize: 1024 * 1024, parts: 80 },
-  });
+  await app.register(multipart, multipartOptions(ctx.maxUploadBytes));
 
   app.post(
     "/api/v1/papers/upload_with_metadata",
@@ -70,45 +47,12 @@ export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
       },
     },
     async (request) => {
-      const fields = new Map<string, string>();
       let staged: StagedFile | undefined;
-      let clientName: string | undefined;
-      let badName = false;
-      let notPdf: HttpError | undefined;
       let committedPath: string | undefined;
       try {
-        if (request.isMultipart()) {
-          // Fields may come in any order, before or after the file.
-          for await (const part of request.parts()) {
-            if (part.type === "file") {
-              if (part.fieldname !== "file" || clientName !== undefined) {
-                await drain(part.file);
-                continue;
-              }
-              clientName = part.filename ?? "";
-              if (!clientName.toLowerCase().endsWith(".pdf")) {
-                badName = true;
-                await drain(part.file);
-                continue;
-              }
-              try {
-                staged = await ctx.files.stage(part.file);
-              } catch (err) {
-                if (err instanceof HttpError && err.statusCode === 400) notPdf = err;
-                else throw err;
-              }
-              if (part.file.truncated) {
-                throw new HttpError(413, `File too large: the limit is ${ctx.maxUploadBytes} bytes`);
-              }
-            } else if (!fields.has(part.fieldname)) {
-              fields.set(part.fieldname, typeof part.value === "string" ? part.value : String(part.value));
-            }
-          }
-        } else if (request.body && typeof request.body === "object") {
-          for (const [k, v] of Object.entries(request.body as Record<string, unknown>)) {
-            if (typeof v === "string") fields.set(k, v);
-          }
-        }
+        const form = await readForm(request, ctx, { file: "stage" });
+        const { fields, clientName, badName, notPdf } = form;
+        staged = form.staged;
 
         const issues: ValidationIssue[] = [];
         if (clientName === undefined) issues.push(missingField("body", "file"));

@@ -23,6 +23,8 @@ export interface WorkerStats {
   failed: number;
   /** Pipeline attempts aborted by a database error (the naive mode's SQLITE_BUSY). */
   aborted: number;
+  /** Jobs whose paper was deleted, or whose PDF was replaced, while they ran: results dropped. */
+  skipped: number;
 }
 
 /**
@@ -42,7 +44,7 @@ export class JobWorker {
   private running: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private idleWaiters: Array<() => void> = [];
-  readonly stats: WorkerStats = { completed: 0, failed: 0, aborted: 0 };
+  readonly stats: WorkerStats = { completed: 0, failed: 0, aborted: 0, skipped: 0 };
 
   constructor(options: WorkerOptions) {
     this.repo = options.repo;
@@ -139,21 +141,28 @@ export class JobWorker {
         extracted = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
       } catch (err) {
         const message = err instanceof PdfReadError ? err.message : `Text extraction failed: ${(err as Error).message}`;
-        this.repo.failJob(job.jobId, "text", message);
+        // The file may be gone because the paper was deleted or its PDF replaced meanwhile.
+        if (!this.repo.failJob(job.jobId, "text", message)) return this.skip(log);
         this.stats.failed++;
         log.warn({ reason: message }, "job failed");
         return;
       }
       if (extracted === null) return; // stopping: resume on the next start
       pages = extracted;
-      this.repo.saveText(job.jobId, job.docId, pages);
+      if (!this.repo.saveText(job.jobId, job.docId, pages)) return this.skip(log);
       log.debug({ pages: pages.length }, "text step done");
     }
     if (this.stopping) return; // between steps
     const chunks = chunkPages(pages);
-    this.repo.saveChunks(job.jobId, job.docId, chunks);
+    if (!this.repo.saveChunks(job.jobId, job.docId, chunks)) return this.skip(log);
     this.stats.completed++;
     log.info({ pages: pages.length, chunks: chunks.length }, "job completed");
+  }
+
+  /** The paper was deleted or the job superseded while it ran: drop the results, carry on. */
+  private skip(log: FastifyBaseLogger): void {
+    this.stats.skipped++;
+    log.info("the paper was deleted or its PDF replaced while the job ran; results dropped");
   }
 
   /**
@@ -186,14 +195,19 @@ export class JobWorker {
           try {
             pages = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
           } catch (err) {
-            this.repo.failJob(job.jobId, "text", (err as Error).message);
-            this.stats.failed++;
+            if (this.repo.failJob(job.jobId, "text", (err as Error).message)) this.stats.failed++;
+            else this.stats.skipped++;
             continue;
           }
           if (pages === null) break;
-          this.repo.saveText(job.jobId, job.docId, pages);
-          this.repo.saveChunks(job.jobId, job.docId, chunkPages(pages));
-          this.stats.completed++;
+          if (
+            this.repo.saveText(job.jobId, job.docId, pages) &&
+            this.repo.saveChunks(job.jobId, job.docId, chunkPages(pages))
+          ) {
+            this.stats.completed++;
+          } else {
+            this.stats.skipped++;
+          }
         }
         this.repo.naiveEndBatch(true);
       } catch (err) {
