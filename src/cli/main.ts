@@ -44,6 +44,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .option("--zotero-dir <path>", "read the Zotero desktop's data directory (zotero.sqlite, storage/) instead of the Web API; sets zotero.source: local")
     .option("--retry-failed", "only retry the items that failed in earlier runs")
     .option("--no-cache", "download every PDF afresh instead of reusing verified cached files")
+    .option("--prune", "remove from the server the papers moved to Zotero's trash or deleted there (refserver-lite); with --dry-run, list them")
     .option("--json", "print the preview or the summary as JSON on stdout")
     .addOption(new Option("-q, --quiet", "only warnings, failures and the summary").conflicts("verbose"))
     .option("-v, --verbose", "one line per item and per retry")

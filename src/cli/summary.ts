@@ -14,6 +14,22 @@ export interface RunSummary {
   deferredByLimit: number;
   bytes: number;
   retries: number;
+  /** Papers already on the server whose metadata was brought in step with Zotero. */
+  updated: number;
+  /** Papers whose PDF the server replaced (same doc_id). */
+  replaced: number;
+  /** PDFs changed in Zotero that the server cannot take (reported once per change). */
+  pdfChanged: { key: string; title: string }[];
+  /** Imported, but the metadata call is still to be made (the next run does). */
+  metadataPending: number;
+  /** Updates that failed (the paper stays as it was; the next run tries again). */
+  updateFailed: { key: string; title: string; message: string }[];
+  /** Done in the checkpoint but gone from Zotero since. */
+  gone: { trash: number; deleted: number; items: { key: string; title: string; where: "trash" | "deleted" }[] };
+  /** Removed from the server by --prune. */
+  removed: number;
+  /** Done in the checkpoint but no longer on the server. */
+  lost: { key: string; title: string }[];
 }
 
 /** Pure: the plan and what the pipeline did → the run's counts. */
@@ -29,6 +45,14 @@ export function summarise(plan: Plan, result: PipelineResult | null, limit: numb
     deferredByLimit: plan.deferred,
     bytes: 0,
     retries: result?.retries ?? 0,
+    updated: 0,
+    replaced: 0,
+    pdfChanged: [],
+    metadataPending: 0,
+    updateFailed: [],
+    gone: { trash: plan.gone.filter((g) => g.where === "trash").length, deleted: plan.gone.filter((g) => g.where === "deleted").length, items: plan.gone.map((g) => ({ key: g.key, title: g.title, where: g.where })) },
+    removed: 0,
+    lost: plan.lost.map((l) => ({ key: l.key, title: l.title })),
   };
   for (const r of result?.results ?? []) {
     summary.bytes += r.bytes ?? 0;
@@ -62,8 +86,18 @@ export function formatSummary(s: RunSummary): string {
     .map(([reason, n]) => `${skipReasonText[reason as SkipReason]}: ${n}`)
     .join("; ");
   const lines = [
-    `Imported ${s.imported}, already on the server ${s.alreadyPresent}, skipped ${skippedTotal}${skippedTotal ? ` (${reasons})` : ""}, failed ${s.failed.length}.`,
+    `Imported ${s.imported}, ${s.updated > 0 || s.replaced > 0 ? `updated ${s.updated}${s.replaced > 0 ? ` (${s.replaced} PDF${s.replaced === 1 ? "" : "s"} replaced)` : ""}, ` : ""}already on the server ${s.alreadyPresent}, skipped ${skippedTotal}${skippedTotal ? ` (${reasons})` : ""}, failed ${s.failed.length}.`,
   ];
+  if (s.metadataPending > 0) lines.push(`${s.metadataPending} imported with metadata pending: the next run sends it.`);
+  for (const p of s.pdfChanged.slice(0, 20)) lines.push(`  PDF changed in Zotero, the server keeps the older file: ${p.key} "${truncate(p.title, 50)}"`);
+  for (const f of s.updateFailed.slice(0, 20)) lines.push(`  update of ${f.key} "${truncate(f.title, 50)}" failed: ${f.message} (the next run tries again)`);
+  const goneTotal = s.gone.trash + s.gone.deleted;
+  if (goneTotal > 0) {
+    lines.push(`Gone from Zotero: ${goneTotal} (${s.gone.trash} in the trash, ${s.gone.deleted} deleted)${s.removed > 0 ? `; removed from the server: ${s.removed}` : "; still on the server (--prune removes them)"}.`);
+  }
+  if (s.lost.length > 0) {
+    lines.push(`${s.lost.length} paper${s.lost.length === 1 ? "" : "s"} imported earlier ${s.lost.length === 1 ? "is" : "are"} no longer on the server: run \`import-from-zotero verify --repair\`.`);
+  }
   if (s.bytes > 0 || s.retries > 0) lines.push(`Uploaded ${formatBytes(s.bytes)}; ${s.retries} retr${s.retries === 1 ? "y" : "ies"} along the way.`);
   if (s.deferredByLimit > 0) lines.push(`${s.deferredByLimit} more papers wait for the next run (--limit).`);
   if (s.interrupted > 0) lines.push(`${s.interrupted} not finished (interrupted): the next run picks them up.`);

@@ -1,5 +1,10 @@
 /** One line of the checkpoint journal (NDJSON). Append-only; never rewritten in place. */
-export type ItemStatus = "started" | "done" | "failed" | "skipped";
+/**
+ * started → done | failed | skipped; a done item stays done (later "done" lines update what the
+ * server holds: metadata sent, the PDF's md5, where it went in Zotero) until it is "removed"
+ * from the server (--prune) or found lost (verify --repair).
+ */
+export type ItemStatus = "started" | "done" | "failed" | "skipped" | "removed";
 
 export interface ItemRecord {
   t: "item";
@@ -25,6 +30,16 @@ export interface ItemRecord {
    * ("KEY:version,…"): it is not asked for again until one of them changes.
    */
   atts?: string;
+  /** The MD5 of the PDF the server holds for this item (what was uploaded or put). */
+  md5?: string | null;
+  /** A digest of the metadata last sent to the server (see metadataDigest). */
+  meta?: string;
+  /** The metadata call failed after the upload: the next run sends it again. */
+  metaPending?: boolean;
+  /** The PDF changed in Zotero to this MD5, and the server cannot take a replacement: reported once. */
+  stalePdf?: string | null;
+  /** Gone from Zotero after it was imported: in the trash, or deleted; null when it came back. */
+  gone?: "trash" | "deleted" | null;
   bytes?: number;
 }
 

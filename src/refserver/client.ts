@@ -1,6 +1,7 @@
 import { openAsBlob } from "node:fs";
 import { FormData, request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
+import type { PaperMetadata } from "../plan/metadata.js";
 import { USER_AGENT } from "../http/agent.js";
 import { firstHeader } from "../http/headers.js";
 import { classifyNetworkError, classifyRefServerAnswer, detailOf, safeJson, type UploadVerdict } from "../retry/classify.js";
@@ -35,17 +36,8 @@ function answerKind(outcome: UploadVerdict | ImportError): AnswerKind {
   return "other";
 }
 
-/** What goes with the PDF: the multipart fields of upload_with_metadata. */
-export interface UploadMetadata {
-  title: string;
-  authors: string[];
-  year: number | null;
-  zoteroKey: string;
-  libraryId: string;
-  version: number;
-  collectionKeys: string[];
-  tags: string[];
-}
+/** What goes with the PDF: the multipart fields of upload_with_metadata, and the metadata call's. */
+export type UploadMetadata = PaperMetadata;
 
 export type UploadOutcome = { kind: "imported"; docId: string | null; jobId: string | null } | { kind: "already"; docId: string | null };
 
@@ -53,7 +45,21 @@ export interface KnownLink {
   key: string;
   docId: string | null;
   version: number | null;
+  /** The server's metadata for the paper, when its links endpoint tells it (refserver-lite does). */
+  title?: string | null;
+  authors?: string[] | null;
+  year?: number | null;
+  doi?: string | null;
+  journal?: string | null;
 }
+
+/**
+ * The answer to a call on an endpoint not every server has (metadata, PDF replacement,
+ * deletion): done; the document is not there; or the server has no such route (the original
+ * RefServerLite has no PUT …/pdf or DELETE; FastAPI answers an unknown route 404 "Not Found" or
+ * 405, a known route with a missing document 404 "Document not found").
+ */
+export type OptionalCallOutcome = { kind: "ok"; jobId?: string | null } | { kind: "missing-doc" } | { kind: "unsupported"; status: number };
 
 /** A filename the server accepts: no path, ends in .pdf. */
 export function uploadFilename(name: string | null, fallbackKey: string): string {
@@ -156,14 +162,17 @@ export class RefServerClient {
   async upload(meta: UploadMetadata, filePath: string, filename: string, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<UploadOutcome> {
     return withRetry(
       async () => {
+        let sentWith: string | null = null;
         const attempt = async (): Promise<UploadVerdict> => {
           const token = await this.bearer(signal);
+          sentWith = token;
           return this.paced(signal, () => this.uploadOnce(meta, filePath, filename, token, signal), answerKind);
         };
         let verdict = await attempt();
         if (verdict.kind === "reauth") {
-          const stale = this.token;
-          await this.renew(stale, signal);
+          // The token this request carried is the stale one: if another worker has renewed it
+          // meanwhile, use theirs instead of logging in again.
+          await this.renew(sentWith, signal);
           verdict = await attempt();
           if (verdict.kind === "reauth") {
             throw new ImportError("REFSERVER_AUTH", "RefServer answered 401 right after a fresh login: check the RefServer user is an admin and its clock", { status: 401 });
@@ -223,6 +232,124 @@ export class RefServerClient {
   }
 
   /**
+   * One call of an endpoint beyond the upload, retried and paced like an upload (locks, 5xx,
+   * 429, connection failures; one re-login on 401). 404/405 say whether the document or the
+   * route is missing; every other status is the failure policy's (src/failure/policy.ts).
+   */
+  private async call(what: string, send: (token: string) => Promise<{ status: number; text: string; retryAfter: string | null }>, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
+    let sentWith: string | null = null;
+    const once = async (): Promise<OptionalCallOutcome | "reauth"> => {
+      const token = await this.bearer(signal);
+      sentWith = token;
+      return this.paced(
+        signal,
+        async () => {
+          const { status, text, retryAfter } = await send(token);
+          if (status >= 200 && status < 300) {
+            const body = safeJson(text) as { job_id?: unknown } | undefined;
+            return { kind: "ok", jobId: body && typeof body.job_id === "string" ? body.job_id : null } as const;
+          }
+          if (status === 405) return { kind: "unsupported", status } as const;
+          if (status === 404) return /document not found/i.test(detailOf(text)) ? ({ kind: "missing-doc" } as const) : ({ kind: "unsupported", status } as const);
+          const verdict = classifyRefServerAnswer(status, text, retryAfter);
+          if (verdict.kind === "reauth") return "reauth" as const;
+          if (verdict.kind === "error") throw new ImportError(verdict.error.code, `${what}: ${verdict.error.message}`, { status, retriable: verdict.error.retriable, congestion: verdict.error.congestion, ...(verdict.error.retryAfterMs !== undefined ? { retryAfterMs: verdict.error.retryAfterMs } : {}) });
+          return { kind: "ok" } as const;
+        },
+        () => "clean",
+      );
+    };
+    return withRetry(
+      async () => {
+        let outcome = await once();
+        if (outcome === "reauth") {
+          await this.renew(sentWith, signal);
+          outcome = await once();
+          if (outcome === "reauth") throw new ImportError("REFSERVER_AUTH", `${what}: RefServer answered 401 right after a fresh login`, { status: 401 });
+        }
+        return outcome;
+      },
+      this.options.retry,
+      { sleep: this.options.sleep, signal, stop: this.options.stop, consumesRetry: (e) => !this.options.pacer || !e.connection, onRetry: (i) => (onRetry ?? this.options.onRetry)?.({ what, ...i }) },
+    );
+  }
+
+  private async send(method: "POST" | "PUT" | "DELETE", path: string, token: string, what: string, body: { form?: URLSearchParams; multipart?: FormData }, signal?: AbortSignal): Promise<{ status: number; text: string; retryAfter: string | null }> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.url(path), {
+        method,
+        dispatcher: this.options.dispatcher,
+        headers: {
+          authorization: `Bearer ${token}`,
+          "user-agent": USER_AGENT,
+          ...(body.form ? { "content-type": "application/x-www-form-urlencoded" } : {}),
+        },
+        ...(body.form ? { body: body.form.toString() } : body.multipart ? { body: body.multipart } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (error) {
+      throw classifyNetworkError(error, what);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (error) {
+      throw classifyNetworkError(error, what);
+    }
+    return { status: res.statusCode, text, retryAfter: firstHeader(res.headers["retry-after"]) };
+  }
+
+  /**
+   * POST /api/v1/document/{doc_id}/metadata: the fields upload_with_metadata has no room for
+   * (journal, DOI, abstract), and later edits. Authors go as one comma-separated string of
+   * "First Last" names (the original RefServerLite's format); refserver-lite also takes the
+   * Zotero version, tags and collections, so its Zotero link stays current.
+   */
+  async updateMetadata(docId: string, meta: UploadMetadata, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
+    const form = new URLSearchParams();
+    form.set("title", meta.title);
+    form.set("authors", meta.authors.join(", "));
+    form.set("journal", meta.journal ?? "");
+    if (meta.year !== null) form.set("year", String(meta.year));
+    form.set("abstract", meta.abstract ?? "");
+    form.set("doi", meta.doi ?? "");
+    form.set("zotero_version", String(meta.version));
+    form.set("tags", JSON.stringify(meta.tags));
+    form.set("collection_keys", JSON.stringify(meta.collectionKeys));
+    const what = `metadata of ${meta.zoteroKey}`;
+    return this.call(what, (token) => this.send("POST", `/api/v1/document/${encodeURIComponent(docId)}/metadata`, token, what, { form }, signal), signal, onRetry);
+  }
+
+  /** PUT /api/v1/document/{doc_id}/pdf (refserver-lite): replace the stored PDF, same doc_id. */
+  async replacePdf(docId: string, meta: UploadMetadata, filePath: string, filename: string, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
+    const what = `PDF replacement of ${meta.zoteroKey}`;
+    return this.call(
+      what,
+      async (token) => {
+        const form = new FormData();
+        form.append("zotero_version", String(meta.version));
+        let blob: Blob;
+        try {
+          blob = await openAsBlob(filePath, { type: "application/pdf" });
+        } catch (error) {
+          throw new ImportError("FILE_IO", `cannot read ${filePath} (${(error as NodeJS.ErrnoException).code}): the download cache changed under us`, { retriable: true });
+        }
+        form.append("file", blob, filename);
+        return this.send("PUT", `/api/v1/document/${encodeURIComponent(docId)}/pdf`, token, what, { multipart: form }, signal);
+      },
+      signal,
+      onRetry,
+    );
+  }
+
+  /** DELETE /api/v1/document/{doc_id} (refserver-lite): remove a paper gone from Zotero (--prune). */
+  async deleteDocument(docId: string, key: string, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
+    const what = `removal of ${key}`;
+    return this.call(what, (token) => this.send("DELETE", `/api/v1/document/${encodeURIComponent(docId)}`, token, what, {}, signal), signal, onRetry);
+  }
+
+  /**
    * The Zotero keys the server already holds for a library, when it can tell
    * (the companion server's GET /api/v1/zotero/links); null when it cannot.
    */
@@ -249,7 +376,17 @@ export class RefServerClient {
       const e = entry as Record<string, unknown>;
       const key = typeof e.zotero_key === "string" ? e.zotero_key : typeof e.key === "string" ? e.key : null;
       if (!key) continue;
-      out.set(key, { key, docId: typeof e.doc_id === "string" ? e.doc_id : null, version: typeof e.zotero_version === "number" ? e.zotero_version : null });
+      const str = (v: unknown): string | null | undefined => (typeof v === "string" ? v : v === null ? null : undefined);
+      out.set(key, {
+        key,
+        docId: typeof e.doc_id === "string" ? e.doc_id : null,
+        version: typeof e.zotero_version === "number" ? e.zotero_version : null,
+        ...("title" in e ? { title: str(e.title) ?? null } : {}),
+        ...("authors" in e ? { authors: Array.isArray(e.authors) ? e.authors.filter((a): a is string => typeof a === "string") : null } : {}),
+        ...("year" in e ? { year: typeof e.year === "number" ? e.year : null } : {}),
+        ...("doi" in e ? { doi: str(e.doi) ?? null } : {}),
+        ...("journal" in e ? { journal: str(e.journal) ?? null } : {}),
+      });
     }
     return out;
   }

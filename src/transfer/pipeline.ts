@@ -5,13 +5,14 @@ import { ImportError, messageOf } from "../errors.js";
 import { codePolicy, stopsRun } from "../failure/policy.js";
 import type { Journal } from "../journal/journal.js";
 import type { ItemRecord } from "../journal/records.js";
+import { metadataDigest, metadataFor as paperMetadata } from "../plan/metadata.js";
 import { pdfSignature, type Candidate } from "../plan/select.js";
 import type { Emit } from "../progress/events.js";
 import { uploadFilename, type RefServerClient, type UploadMetadata } from "../refserver/client.js";
 import type { RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
 import { ZOTERO_MAX_CONCURRENT } from "../zotero/web-api.js";
-import { creatorName, type Attachment, type ZoteroSource } from "../zotero/types.js";
+import type { Attachment, ZoteroSource } from "../zotero/types.js";
 import { downloadAttachment } from "./download.js";
 
 export interface PipelineOptions {
@@ -50,6 +51,8 @@ export interface ItemResult {
   message?: string;
   permanent?: boolean;
   bytes?: number;
+  /** Imported, but the metadata call failed: sent by the next run. */
+  metaPending?: boolean;
 }
 
 export type StoppedBy = "signal" | "server-unavailable" | "auth" | "checkpoint";
@@ -64,20 +67,45 @@ export interface PipelineResult {
   retries: number;
 }
 
-/** The metadata we send for a candidate; an empty title falls back to the attachment's. */
+/** The metadata we send for a candidate (see plan/metadata.ts). */
 export function metadataFor(candidate: Candidate, libraryId: string, attachment: Attachment = candidate.attachment): UploadMetadata {
-  const { item } = candidate;
-  const title = item.title.trim() || attachment.title.trim() || (attachment.filename ?? "").trim() || item.key;
-  return {
-    title,
-    authors: item.creators.filter((c) => c.creatorType === "author" || item.creators.every((x) => x.creatorType !== "author")).map(creatorName).filter((n) => n !== ""),
-    year: item.year,
-    zoteroKey: item.key,
-    libraryId,
-    version: item.version,
-    collectionKeys: item.collections,
-    tags: item.tags,
-  };
+  return paperMetadata(candidate.item, libraryId, attachment);
+}
+
+/** What the checkpoint keeps of a metadata call: the digest sent, or that it is pending. */
+export interface MetadataSent {
+  meta?: string;
+  metaPending?: boolean;
+}
+
+/**
+ * Send a paper's metadata after its upload. A server without the endpoint (or a paper the
+ * server answered without a doc_id) gets the digest recorded all the same, so it is not asked
+ * again every run; a failure after the retries leaves the paper done with "metadata pending".
+ * Never throws: after a stop, or a failure of any kind, the paper is "metadata pending".
+ */
+export async function sendMetadata(o: Pick<PipelineOptions, "client" | "emit">, c: Pick<Candidate, "item">, docId: string | null, meta: UploadMetadata, signal: AbortSignal, onRetry: (info: { error: ImportError; attempt: number; delayMs: number }) => void): Promise<MetadataSent> {
+  const digest = metadataDigest(meta);
+  if (docId === null) return { meta: digest, metaPending: false };
+  try {
+    const outcome = await o.client.updateMetadata(docId, meta, signal, ({ error, attempt, delayMs }) => onRetry({ error, attempt, delayMs }));
+    if (outcome.kind === "unsupported") warnOnce(o, "metadata", `the RefServer has no metadata endpoint (${outcome.status}): journal, DOI and abstract are not sent`);
+    return { meta: digest, metaPending: false };
+  } catch (error) {
+    // The paper is on the server whatever happens here: it is recorded done, metadata pending.
+    const stopped = error instanceof ImportError && error.code === "INTERRUPTED";
+    if (!stopped && !signal.aborted) o.emit({ type: "log", level: "warn", message: `${c.item.key}: imported, metadata pending (${messageOf(error)}); the next run sends it` });
+    return { metaPending: true };
+  }
+}
+
+const warned = new WeakMap<object, Set<string>>();
+function warnOnce(o: Pick<PipelineOptions, "client" | "emit">, what: string, message: string): void {
+  const seen = warned.get(o.client) ?? new Set<string>();
+  warned.set(o.client, seen);
+  if (seen.has(what)) return;
+  seen.add(what);
+  o.emit({ type: "log", level: "warn", message });
 }
 
 function stoppedByOf(error: ImportError): StoppedBy {
@@ -176,10 +204,13 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         const meta = metadataFor(c, o.libraryId, att);
         const outcome = await o.client.upload(meta, file.path, uploadFilename(att.filename ?? att.title, att.key), hard, onRetry("upload"));
         const via = outcome.kind === "imported" ? "uploaded" : "already";
-        await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size });
+        // The fields the upload has no room for (journal, DOI, abstract) go through the
+        // metadata endpoint. Its failure never loses the paper: "metadata pending", sent next run.
+        const sent = await sendMetadata(o, c, outcome.docId, meta, hard, onRetry("metadata"));
+        await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size, md5: file.md5, ...sent });
         await rm(file.path, { force: true });
         o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
-        return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size };
+        return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size, ...(sent.metaPending ? { metaPending: true } : {}) };
       }
       // No PDF of the item has a file in Zotero: remembered with the attachments' versions,
       // so it is not asked for again until one of them changes.

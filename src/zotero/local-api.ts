@@ -12,7 +12,7 @@ import { statusError } from "../failure/policy.js";
 import { classifyNetworkError } from "../retry/classify.js";
 import type { RetryPolicy } from "../retry/policy.js";
 import type { Clock, Sleep } from "../util/time.js";
-import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
+import type { Attachment, Collection, FileBody, GoneKeys, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 import { ZoteroWebApi } from "./web-api.js";
 
 export const DEFAULT_LOCAL_API_URL = "http://127.0.0.1:23119/api";
@@ -86,6 +86,10 @@ export class ZoteroLocalApi implements ZoteroSource {
 
   async list(options: ListOptions = {}): Promise<Listing> {
     return this.api.list(options).catch((e: unknown) => this.explain(e));
+  }
+
+  async goneKeys(keys: readonly string[], signal?: AbortSignal): Promise<GoneKeys> {
+    return this.api.goneKeys(keys, signal).catch((e: unknown) => this.explain(e));
   }
 
   async listCollections(signal?: AbortSignal): Promise<Collection[]> {

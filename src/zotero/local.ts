@@ -9,8 +9,9 @@ import { copyFileSync, createReadStream, existsSync, mkdtempSync, rmSync, statSy
 import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join } from "node:path";
+import { doiOf, journalOf } from "./normalise.js";
 import { ImportError, messageOf } from "../errors.js";
-import { yearOf, type Attachment, type Collection, type Creator, type FileBody, type Item, type LibraryRef, type Listing, type ListOptions, type ZoteroSource } from "./types.js";
+import { yearOf, type Attachment, type Collection, type Creator, type FileBody, type GoneKeys, type Item, type LibraryRef, type Listing, type ListOptions, type ZoteroSource } from "./types.js";
 
 export interface LocalSourceOptions {
   /** Zotero's data directory (holds zotero.sqlite and storage/). */
@@ -166,6 +167,26 @@ export class ZoteroLocalSource implements ZoteroSource {
       );
     }
     return row;
+  }
+
+  /** In the trash: listed in deletedItems; deleted: no longer in the items table at all. */
+  async goneKeys(keys: readonly string[]): Promise<GoneKeys> {
+    const trash = new Set<string>();
+    const deleted = new Set<string>();
+    if (keys.length === 0) return { trash, deleted };
+    const wanted = new Set(keys);
+    this.read((db) => {
+      const { libraryID } = this.libraryRow(db);
+      const present = new Set<string>();
+      const rows = db.prepare(`SELECT i.key, (d.itemID IS NOT NULL) AS trashed FROM items i LEFT JOIN deletedItems d ON d.itemID = i.itemID WHERE i.libraryID = ?`).all(libraryID) as { key: string; trashed: number }[];
+      for (const r of rows) {
+        if (!wanted.has(r.key)) continue;
+        present.add(r.key);
+        if (r.trashed) trash.add(r.key);
+      }
+      for (const k of wanted) if (!present.has(k)) deleted.add(k);
+    });
+    return { trash, deleted };
   }
 
   async listCollections(): Promise<Collection[]> {
@@ -331,7 +352,9 @@ export class ZoteroLocalSource implements ZoteroSource {
         creators: creators.get(row.itemID) ?? [],
         date,
         year: yearOf(date),
-        doi: field(row.itemID, "DOI") || null,
+        doi: doiOf(field(row.itemID, "DOI"), field(row.itemID, "extra")),
+        journal: journalOf((f) => field(row.itemID, f)),
+        abstract: field(row.itemID, "abstractNote") || null,
         collections: inCollections.get(row.itemID) ?? [],
         tags: tags.get(row.itemID) ?? [],
         attachments: [],

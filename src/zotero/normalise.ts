@@ -91,6 +91,36 @@ function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, v
 
 const KEY = /^[A-Z0-9]{8}$/;
 
+/** Where Zotero keeps the name of the publication, by item type; the first present wins. */
+const PUBLICATION_FIELDS = ["publicationTitle", "bookTitle", "proceedingsTitle", "websiteTitle", "blogTitle", "forumTitle", "encyclopediaTitle", "dictionaryTitle", "programTitle", "seriesTitle", "series", "university", "institution", "publisher"] as const;
+
+/** Pure: a DOI as Zotero users write it (the DOI field, or "DOI: 10.…" in Extra), normalised. */
+export function doiOf(field: unknown, extra: unknown): string | null {
+  const find = (text: string): string | null => {
+    const m = /\b(10\.\d{4,9}\/[^\s"<>]+)/i.exec(text);
+    return m ? m[1]!.replace(/[.,;)\]]+$/, "") : null;
+  };
+  if (typeof field === "string" && field.trim() !== "") return find(field) ?? field.trim();
+  if (typeof extra === "string") {
+    for (const line of extra.split(/\r?\n/)) {
+      if (/^\s*doi\s*:/i.test(line)) {
+        const doi = find(line);
+        if (doi) return doi;
+      }
+    }
+  }
+  return null;
+}
+
+/** Pure: the publication's name from an item's fields (any source: `get` reads one field). */
+export function journalOf(get: (field: string) => unknown): string | null {
+  for (const field of PUBLICATION_FIELDS) {
+    const v = get(field);
+    if (typeof v === "string" && v.trim() !== "") return v.trim();
+  }
+  return null;
+}
+
 /**
  * Folds raw objects (parents, attachments, notes, in any order, page by page) into
  * normalised items, so no raw page outlives its parsing. Malformed objects are reported,
@@ -154,7 +184,9 @@ export class ListingBuilder {
       creators: creatorsOf(data.creators),
       date: str(data.date),
       year: yearOf(str(data.date)),
-      doi: strOrNull(data.DOI),
+      doi: doiOf(data.DOI, data.extra),
+      journal: journalOf((f) => data[f]),
+      abstract: strOrNull(data.abstractNote),
       collections,
       tags: tagsOf(data.tags),
       attachments: [],

@@ -48,6 +48,9 @@ export interface Item {
   date: string;
   year: number | null;
   doi: string | null;
+  /** The publication: publicationTitle, else bookTitle, proceedingsTitle, websiteTitle, … */
+  journal?: string | null;
+  abstract?: string | null;
   collections: string[];
   tags: string[];
   /** Children attachments, in the order Zotero lists them. A standalone PDF lists itself. */
@@ -96,6 +99,16 @@ export interface ZoteroSource {
   list(options: ListOptions): Promise<Listing>;
   /** Open an attachment's stored file for reading. Throws ZOTERO_FILE_MISSING when absent. */
   openFile(attachment: Attachment, signal?: AbortSignal): Promise<FileBody>;
+  /**
+   * Of these item keys, which are in Zotero's trash and which were deleted (or are no longer
+   * in the library at all). Absent when the source cannot tell.
+   */
+  goneKeys?(keys: readonly string[], signal?: AbortSignal): Promise<GoneKeys>;
+}
+
+export interface GoneKeys {
+  trash: Set<string>;
+  deleted: Set<string>;
 }
 
 export function creatorName(c: Creator): string {

@@ -8,7 +8,7 @@ import { classifyNetworkError } from "../retry/classify.js";
 import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import { parseRetryAfter, realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
 import { ListingBuilder, type FileEvidence, type RawZoteroObject } from "./normalise.js";
-import type { Attachment, Collection, FileBody, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
+import type { Attachment, Collection, FileBody, GoneKeys, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 
 export interface WebApiOptions {
   baseUrl: string;
@@ -221,6 +221,23 @@ export class ZoteroWebApi implements ZoteroSource {
     }
     const listing = builder.build(this.library, version);
     return { ...listing, collections: [], requests: this.requests - before };
+  }
+
+  /**
+   * Which of `keys` are in the trash (`/items/trash?format=keys`) or deleted (`/deleted?since=0`:
+   * every deletion Zotero still remembers). Two requests, keys only.
+   */
+  async goneKeys(keys: readonly string[], signal?: AbortSignal): Promise<GoneKeys> {
+    const trash = new Set<string>();
+    const deleted = new Set<string>();
+    if (keys.length === 0) return { trash, deleted };
+    const wanted = new Set(keys);
+    const trashText = await (await this.request(`${this.base}/items/trash?format=keys`, "trash", signal)).text();
+    for (const k of trashText.split(/\s+/)) if (wanted.has(k)) trash.add(k);
+    const body: unknown = await (await this.request(`${this.base}/deleted?since=0`, "deletions", signal)).json().catch(() => null);
+    const items = body && typeof body === "object" && Array.isArray((body as { items?: unknown }).items) ? (body as { items: unknown[] }).items : [];
+    for (const k of items) if (typeof k === "string" && wanted.has(k)) deleted.add(k);
+    return { trash, deleted };
   }
 
   /**

@@ -21,6 +21,7 @@ export type RefRoute =
   | "job"
   | "jobs"
   | "document"
+  | "metadata"
   | "download"
   | "links"
   | "health"
@@ -70,6 +71,10 @@ export interface StoredPaper {
   collectionKeys: string[];
   tags: string[];
   fields: Record<string, string>;
+  /** Set by the metadata endpoint (the original RefServerLite's POST /api/v1/document/{doc_id}/metadata). */
+  journal?: string | null;
+  abstract?: string | null;
+  doi?: string | null;
   /** True for a Paper row left behind by a failed upload (no ZoteroLink). */
   orphan: boolean;
   createdAt: string;
@@ -352,6 +357,7 @@ export class FakeRefServer {
       ["GET", /^\/api\/v1\/job\/([^/]+)$/, "job"],
       ["GET", /^\/api\/v1\/jobs\/?$/, "jobs"],
       ["GET", /^\/api\/v1\/document\/([^/]+)$/, "document"],
+      ["POST", /^\/api\/v1\/document\/([^/]+)\/metadata$/, "metadata"],
       ["GET", /^\/download\/pdf\/([^/]+)$/, "download"],
       ["GET", /^\/api\/v1\/zotero\/links\/?$/, "links"],
       ["GET", /^\/health\/?$/, "health"],
@@ -434,6 +440,9 @@ export class FakeRefServer {
           return;
         case "health":
           this.json(res, 200, { status: "healthy" });
+          return;
+        case "metadata":
+          await this.metadata(req, res, cls.id);
           return;
         case "unknown":
           await this.readBody(req);
@@ -790,6 +799,35 @@ export class FakeRefServer {
       this.commitsPerKey.set(meta.zoteroKey, (this.commitsPerKey.get(meta.zoteroKey) ?? 0) + 1);
     }
     return paper;
+  }
+
+  /** Metadata calls, in order (doc_id and the form fields sent). */
+  readonly metadataCalls: { docId: string; fields: Record<string, string> }[] = [];
+
+  /**
+   * Like the original RefServerLite: form fields, all optional, no token asked; `authors` one
+   * comma-separated string; only the fields sent change; 404 for an unknown document.
+   */
+  private async metadata(req: IncomingMessage, res: ServerResponse, docId: string | undefined): Promise<void> {
+    const body = (await this.readBody(req)) ?? Buffer.alloc(0);
+    const fields = Object.fromEntries(new URLSearchParams(body.toString("utf8")));
+    const p = this.allPapers.find((x) => x.docId === docId);
+    if (!p) {
+      this.json(res, 404, { detail: "Document not found" });
+      return;
+    }
+    if (fields.year !== undefined && fields.year !== "" && !/^-?\d+$/.test(fields.year)) {
+      this.json(res, 400, { detail: "Invalid year" });
+      return;
+    }
+    this.metadataCalls.push({ docId: p.docId, fields });
+    if (fields.title !== undefined) p.title = fields.title;
+    if (fields.authors !== undefined) p.authors = fields.authors.split(",").map((a) => a.trim()).filter(Boolean);
+    if (fields.year !== undefined && fields.year !== "") p.year = Number(fields.year);
+    if (fields.journal !== undefined) p.journal = fields.journal || null;
+    if (fields.abstract !== undefined) p.abstract = fields.abstract || null;
+    if (fields.doi !== undefined) p.doi = fields.doi || null;
+    this.json(res, 200, { status: "success", message: "Metadata updated successfully", metadata: { title: p.title, authors: p.authors, journal: p.journal ?? null, year: p.year ?? null, abstract: p.abstract ?? null, doi: p.doi ?? null } });
   }
 
   private readRoutes(route: RefRoute, id: string | undefined, url: URL, res: ServerResponse): void {

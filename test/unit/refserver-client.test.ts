@@ -46,7 +46,7 @@ function client(options: { password?: string; pacer?: Pacer } = {}): RefServerCl
   });
 }
 
-const meta = (key: string): UploadMetadata => ({ title: "T", authors: ["Ada Lovelace"], year: 1843, zoteroKey: key, libraryId: "7", version: 3, collectionKeys: ["COLL2345"], tags: ["x"] });
+const meta = (key: string): UploadMetadata => ({ title: "T", authors: ["Ada Lovelace"], year: 1843, journal: null, doi: null, abstract: null, zoteroKey: key, libraryId: "7", version: 3, collectionKeys: ["COLL2345"], tags: ["x"] });
 
 describe("RefServer client", () => {
   it("uploads the file streamed from disk with every metadata field before it", async () => {

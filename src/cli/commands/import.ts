@@ -22,11 +22,12 @@ import { RefServerClient, type KnownLink } from "../../refserver/client.js";
 import { Pacer } from "../../retry/pacer.js";
 import type { RetryPolicy } from "../../retry/policy.js";
 import { runPipeline, type PipelineResult } from "../../transfer/pipeline.js";
+import { recordGone, runPrune, runUpdates, type UpdateResult } from "../../transfer/update.js";
 import { stateDir } from "../../util/paths.js";
 import { redact } from "../../util/redact.js";
 import { realSleep, type Sleep } from "../../util/time.js";
 import { makeSource, type ConfiguredSource } from "../../zotero/factory.js";
-import type { Listing } from "../../zotero/types.js";
+import type { GoneKeys, Listing } from "../../zotero/types.js";
 import { ZOTERO_MAX_CONCURRENT } from "../../zotero/web-api.js";
 import { ExitCode } from "../exit-codes.js";
 import { formatPreview, formatPreviewTotals } from "../preview.js";
@@ -47,6 +48,7 @@ export interface ImportFlags {
   quiet?: boolean | undefined;
   verbose?: boolean | undefined;
   zoteroDir?: string | undefined;
+  prune?: boolean | undefined;
 }
 
 export interface CliIo {
@@ -293,11 +295,13 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   });
   await client.login(io.hardStop);
   const known: Map<string, KnownLink> | null = await client.knownKeys(library.id, io.hardStop);
+  // ---- what left Zotero since it was imported (trash, deleted)
+  const gone = await goneStage(source, state, io, emit);
   if (io.stop.aborted) throw new ImportError("INTERRUPTED", "stopped by a signal before any paper was started; the next run starts over from the listing");
 
   // ---- plan
   const limit = flags.limit ?? null;
-  const plan: Plan = makePlan(listed.candidates, listed.skipped, state, known, { limit, retryFailedOnly: Boolean(flags.retryFailed) });
+  const plan: Plan = makePlan(listed.candidates, listed.skipped, state, known, { limit, retryFailedOnly: Boolean(flags.retryFailed), libraryId: library.id, gone });
   emit({ type: "planned", toImport: plan.toImport, alreadyDone: plan.alreadyDone, skipped: plan.skipped.length, limitedTo: limit });
 
   if (flags.dryRun) {
@@ -310,10 +314,11 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   held.journal = journal;
   const now = (): string => new Date().toISOString();
   journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "start" });
+  recordGone(journal, plan, state, run.scope, run.runId);
   // Keys the server reported as present are done: remember that.
   for (const a of plan.actions) {
     if (a.kind === "done" && a.via === "server") {
-      journal.append({ t: "item", ts: now(), run: run.runId, scope: run.scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId });
+      journal.append({ t: "item", ts: now(), run: run.runId, scope: run.scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId, md5: a.candidate.attachment.md5, ...(a.meta ? { meta: a.meta } : {}) });
     }
   }
   const queue: Candidate[] = plan.actions.flatMap((a) => (a.kind === "import" || a.kind === "later" ? [a.candidate] : []));
@@ -336,24 +341,76 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
     stop: io.stop,
     hardStop: io.hardStop,
   });
+  // ---- papers already on the server that Zotero changed since: metadata, replaced PDFs
+  const updates: UpdateResult | null =
+    result.stoppedBy === null && plan.updates.length > 0
+      ? await runUpdates({
+          updates: plan.updates,
+          source,
+          client,
+          journal,
+          scope: run.scope,
+          runId: run.runId,
+          cacheDir: join(cacheRoot, `${library.type}-${library.id}`),
+          useCache: flags.cache !== false,
+          batchSize: config.import_options.batch_size,
+          retry,
+          sleep,
+          emit,
+          stop: io.stop,
+          hardStop: io.hardStop,
+        })
+      : null;
+  // ---- --prune: papers gone from Zotero leave the server (never by default)
+  const pruned = flags.prune && result.stoppedBy === null && !updates?.fatal && plan.gone.length > 0 && !io.stop.aborted ? await runPrune(plan.gone, client, journal, run.scope, run.runId, io.hardStop, emit) : null;
   run.pacing = { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight };
 
   const summary = summarise(plan, result, limit);
+  for (const r of result.results) if (r.metaPending) summary.metadataPending++;
+  if (updates) {
+    summary.updated = updates.updated.length;
+    summary.replaced = updates.replaced.length;
+    summary.pdfChanged = updates.staleNow;
+    summary.updateFailed = updates.failed;
+    summary.interrupted += updates.interrupted;
+    for (const key of updates.lost) summary.lost.push({ key, title: plan.updates.find((u) => u.item.key === key)?.item.title ?? "" });
+  }
+  if (pruned) {
+    summary.removed = pruned.removed.length;
+    for (const f of pruned.failed) summary.updateFailed.push({ key: f.key, title: "", message: `not removed: ${f.message}` });
+  }
   run.summary = summary;
-  run.stoppedBy = result.stoppedBy;
-  if (result.fatal) run.fatal = result.fatal.message;
+  run.stoppedBy = result.stoppedBy ?? (updates?.fatal ? "checkpoint" : null);
+  const fatal = result.fatal ?? updates?.fatal ?? null;
+  if (fatal) run.fatal = fatal.message;
   let exit: number = ExitCode.Ok;
-  if (result.stoppedBy === "signal") exit = ExitCode.Interrupted;
-  else if (result.fatal) exit = exitCodeFor(result.fatal);
-  else if (summary.failed.length > 0) exit = ExitCode.SomeFailed;
+  if (result.stoppedBy === "signal" || (updates?.interrupted ?? 0) > 0) exit = ExitCode.Interrupted;
+  else if (fatal) exit = exitCodeFor(fatal);
+  else if (summary.failed.length > 0 || summary.updateFailed.length > 0 || summary.metadataPending > 0) exit = ExitCode.SomeFailed;
 
   if (!journal.failure) {
-    // A complete pass over this selection: the next run only asks Zotero for changes.
-    const complete = result.stoppedBy === null && result.notStarted.length === 0 && !flags.retryFailed;
+    // A complete pass over this selection: the next run only asks Zotero for changes. An
+    // update that did not go through keeps the sync point where it was, so it is seen again.
+    const updatesComplete = !updates || (updates.failed.length === 0 && updates.interrupted === 0 && updates.fatal === null);
+    const complete = result.stoppedBy === null && result.notStarted.length === 0 && !flags.retryFailed && updatesComplete;
     if (complete) journal.append({ t: "sync", ts: now(), run: run.runId, scope: run.scope, filter: listed.filter, version: listed.listing.libraryVersion });
     journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "end", exitCode: exit });
   }
   return { exit, preview: null };
+}
+
+/** Which imported papers are in Zotero's trash or deleted there; null when the source cannot tell. */
+async function goneStage(source: ConfiguredSource, state: JournalState, io: CliIo, emit: Emit): Promise<GoneKeys | null> {
+  if (!source.goneKeys) return null;
+  const doneKeys = [...state.items.values()].filter((s) => s.status === "done").map((s) => s.key);
+  if (doneKeys.length === 0) return null;
+  try {
+    return await source.goneKeys(doneKeys, io.hardStop);
+  } catch (error) {
+    if (error instanceof ImportError && (error.code === "INTERRUPTED" || error.code === "ZOTERO_AUTH")) throw error;
+    emit({ type: "log", level: "warn", message: `cannot tell which imported papers left Zotero (${messageOf(error)}); the next run asks again` });
+    return null;
+  }
 }
 
 interface Listed {
@@ -384,7 +441,7 @@ async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: 
   // the sync point says, so their PDFs come along in incremental listings.
   const also = new Set<string>();
   for (const s of state.items.values()) {
-    if (s.status !== "failed" && s.status !== "started") continue;
+    if (s.status !== "failed" && s.status !== "started" && !(s.status === "done" && s.metaPending)) continue;
     also.add(s.key);
     if (s.att) also.add(s.att);
   }
@@ -426,12 +483,29 @@ function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing
       sizesUnknown,
       serverKnown,
     };
-    return JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since, counts, items: rows });
+    const sync = {
+      update: plan.updates.filter((u) => u.metadata).length,
+      replacePdf: plan.updates.filter((u) => u.pdf).length,
+      gone: plan.gone.map((g) => ({ key: g.key, title: g.title, where: g.where, docId: g.docId })),
+      wouldRemove: flags.prune ? plan.gone.map((g) => g.key) : [],
+      lost: plan.lost.map((l) => ({ key: l.key, title: l.title })),
+    };
+    return JSON.stringify({ dryRun: true, library, libraryVersion: listing.libraryVersion, since, counts: { ...counts, ...sync, gone: sync.gone.length, lost: sync.lost.length }, gone: sync.gone, lost: sync.lost, wouldRemove: sync.wouldRemove, items: rows });
   }
   const width = io.stdout.columns;
   const table = formatPreview(rows, { width, showLater: Boolean(flags.verbose) });
   const totals = formatPreviewTotals({ import: plan.toImport, alreadyDone: plan.alreadyDone, skippedByReason, laterByLimit: plan.deferred, importSizes, serverKnown }, { width });
-  return `${table}\n\n${totals}\n`;
+  const extra: string[] = [];
+  const metadata = plan.updates.filter((u) => u.metadata).length;
+  const pdfs = plan.updates.filter((u) => u.pdf).length;
+  if (metadata > 0 || pdfs > 0) extra.push(`Would update ${metadata} paper${metadata === 1 ? "" : "s"} already on the server${pdfs > 0 ? ` and replace ${pdfs} PDF${pdfs === 1 ? "" : "s"} changed in Zotero` : ""}.`);
+  if (plan.gone.length > 0) {
+    const trash = plan.gone.filter((g) => g.where === "trash").length;
+    extra.push(`Gone from Zotero: ${plan.gone.length} (${trash} in the trash, ${plan.gone.length - trash} deleted)${flags.prune ? "; --prune would remove them from the server:" : "; they stay on the server (--prune removes them)."}`);
+    if (flags.prune) for (const g of plan.gone) extra.push(`  remove ${g.key} "${g.title.slice(0, 60)}" (${g.where === "trash" ? "in the trash" : "deleted"})`);
+  }
+  if (plan.lost.length > 0) extra.push(`${plan.lost.length} paper${plan.lost.length === 1 ? "" : "s"} imported earlier ${plan.lost.length === 1 ? "is" : "are"} no longer on the server: run \`import-from-zotero verify --repair\`.`);
+  return `${table}\n\n${totals}\n${extra.map((l) => `${l}\n`).join("")}`;
 }
 
 interface ReportBody {
