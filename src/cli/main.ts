@@ -6,6 +6,7 @@ import { VERSION } from "../version.js";
 import { ExitCode } from "./exit-codes.js";
 import { runImport, type CliIo, type ImportFlags } from "./commands/import.js";
 import { runStatus, type StatusFlags } from "./commands/status.js";
+import { runVerify, type VerifyFlags } from "./commands/verify.js";
 
 function wholeNumber(name: string, min: number) {
   return (value: string): number => {
@@ -68,6 +69,21 @@ Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     .option("--json", "print as JSON")
     .action(async (opts: StatusFlags) => {
       setExit(await runStatus(opts, io));
+    });
+
+  program
+    .command("verify")
+    .description("reconcile Zotero, the checkpoint and the server: lost papers, papers Zotero no longer has, metadata drift, changed PDFs; changes nothing unless --repair")
+    .option("-c, --config <path>", "config file")
+    .option("--checkpoint <path>", "checkpoint journal")
+    .option("--collection <key-or-name>", "only this collection and its subcollections (repeatable)", collect)
+    .option("--deep", "also compare the MD5 of every PDF the server stores with Zotero's (downloads each)")
+    .option("--repair", "re-import lost papers, send drifted metadata and changed PDFs (where the server allows), then verify again")
+    .option("--json", "print the findings as JSON")
+    .option("-q, --quiet", "only warnings and the verdict")
+    .addHelpText("after", "\nExit codes: 0 everything agrees, 1 something differs, 2 usage or config, 3 authentication, 75 unavailable.")
+    .action(async (opts: VerifyFlags) => {
+      setExit(await runVerify(opts, io));
     });
 
   return program;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { openAsBlob } from "node:fs";
 import { FormData, request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
@@ -347,6 +348,49 @@ export class RefServerClient {
   async deleteDocument(docId: string, key: string, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
     const what = `removal of ${key}`;
     return this.call(what, (token) => this.send("DELETE", `/api/v1/document/${encodeURIComponent(docId)}`, token, what, {}, signal), signal, onRetry);
+  }
+
+  /**
+   * The MD5 of the PDF the server stores for a document (GET /download/pdf/{doc_id}, streamed
+   * through the hash, never held whole); null when the server has no such document.
+   */
+  async storedMd5(docId: string, signal?: AbortSignal): Promise<string | null> {
+    const what = `download of ${docId}`;
+    return withRetry(
+      async () => {
+        const token = await this.bearer(signal);
+        let res: Dispatcher.ResponseData;
+        try {
+          res = await request(this.url(`/download/pdf/${encodeURIComponent(docId)}`), {
+            method: "GET",
+            dispatcher: this.options.dispatcher,
+            headers: { authorization: `Bearer ${token}`, "user-agent": USER_AGENT },
+            ...(signal ? { signal } : {}),
+          });
+        } catch (error) {
+          throw classifyNetworkError(error, what);
+        }
+        if (res.statusCode === 404) {
+          await res.body.dump().catch(() => undefined);
+          return null;
+        }
+        if (res.statusCode !== 200) {
+          const text = await res.body.text().catch(() => "");
+          const verdict = classifyRefServerAnswer(res.statusCode, text, firstHeader(res.headers["retry-after"]));
+          if (verdict.kind === "error") throw verdict.error;
+          throw new ImportError("REFSERVER_AUTH", `${what}: the RefServer refused the token (${res.statusCode})`, { status: res.statusCode });
+        }
+        const hash = createHash("md5");
+        try {
+          for await (const chunk of res.body) hash.update(chunk as Buffer);
+        } catch (error) {
+          throw classifyNetworkError(error, what);
+        }
+        return hash.digest("hex");
+      },
+      this.options.retry,
+      { sleep: this.options.sleep, signal, stop: this.options.stop },
+    );
   }
 
   /**

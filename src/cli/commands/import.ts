@@ -85,7 +85,7 @@ function reportDirsOf(config: Config | null, io: Pick<CliIo, "env" | "cwd">): st
 }
 
 /** The selection a saved library version belongs to: a version is only reused for the same filter. */
-function filterSignature(config: Config, collections: string[]): string {
+export function filterSignature(config: Config, collections: string[]): string {
   const o = config.import_options;
   return JSON.stringify({ c: [...collections].sort(), t: [...o.item_types].sort(), x: [...o.exclude_tags].sort() });
 }
@@ -120,7 +120,7 @@ interface RunRecord {
 }
 
 /** Resources a run holds, released on every exit path. */
-class Held {
+export class Held {
   release: () => void = () => undefined;
   journal: Journal | null = null;
   source: ConfiguredSource | null = null;
@@ -253,21 +253,7 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   if (scan.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${scan.badLines} unreadable line(s)` });
   const state: JournalState = reducer.state;
 
-  const zoteroAgent = makeAgent({ timeoutSeconds: 60, connections: ZOTERO_MAX_CONCURRENT });
-  const serverAgent = makeAgent({ timeoutSeconds: config.refserver.timeout_seconds, connections: Math.max(4, config.import_options.batch_size) });
-  held.agents.push(zoteroAgent, serverAgent);
-  const onRetry = ({ what, error, attempt, delayMs }: { what: string; error: ImportError; attempt: number; delayMs: number }): void =>
-    emit({ type: "retry", key: null, what, attempt, delayMs, code: error.code, message: error.message });
-  const source = makeSource(config, {
-    dispatcher: zoteroAgent,
-    retry,
-    sleep,
-    stop: io.stop,
-    onRetry,
-    onWarning: (message) => emit({ type: "log", level: "warn", message }),
-    onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
-  });
-  held.source = source;
+  const { source, pacer, client } = connect(config, io, emit, held);
 
   // ---- list
   const listed = await listStage(config, flags, io, source, state, emit);
@@ -275,24 +261,6 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   run.libraryVersion = listed.listing.libraryVersion;
 
   // ---- what the server holds (the dry run too: a preview that does not know the server lies)
-  const pacer = new Pacer({
-    ceiling: config.import_options.batch_size,
-    adaptive: config.import_options.adaptive_pacing,
-    giveUpAfterMs: Math.round(config.retry.give_up_after_seconds * 1000),
-    sleep,
-    onChange: ({ limit: inFlight, reason }) => emit({ type: "log", level: "debug", message: `pacing: ${inFlight} upload${inFlight === 1 ? "" : "s"} in flight (${reason})` }),
-  });
-  const client = new RefServerClient({
-    pacer,
-    baseUrl: config.refserver.api_url,
-    username: config.refserver.username,
-    password: config.refserver.password,
-    dispatcher: serverAgent,
-    retry,
-    sleep,
-    stop: io.stop,
-    onRetry,
-  });
   await client.login(io.hardStop);
   const known: Map<string, KnownLink> | null = await client.knownKeys(library.id, io.hardStop);
   // ---- what left Zotero since it was imported (trash, deleted)
@@ -399,8 +367,54 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   return { exit, preview: null };
 }
 
+export interface Connected {
+  source: ConfiguredSource;
+  pacer: Pacer;
+  client: RefServerClient;
+}
+
+/** The Zotero source and the RefServer client of a run, with their agents held for closing. */
+export function connect(config: Config, io: CliIo, emit: Emit, held: Held): Connected {
+  const sleep = io.sleep ?? realSleep;
+  const retry = retryPolicyOf(config);
+  const zoteroAgent = makeAgent({ timeoutSeconds: 60, connections: ZOTERO_MAX_CONCURRENT });
+  const serverAgent = makeAgent({ timeoutSeconds: config.refserver.timeout_seconds, connections: Math.max(4, config.import_options.batch_size) });
+  held.agents.push(zoteroAgent, serverAgent);
+  const onRetry = ({ what, error, attempt, delayMs }: { what: string; error: ImportError; attempt: number; delayMs: number }): void =>
+    emit({ type: "retry", key: null, what, attempt, delayMs, code: error.code, message: error.message });
+  const source = makeSource(config, {
+    dispatcher: zoteroAgent,
+    retry,
+    sleep,
+    stop: io.stop,
+    onRetry,
+    onWarning: (message) => emit({ type: "log", level: "warn", message }),
+    onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
+  });
+  held.source = source;
+  const pacer = new Pacer({
+    ceiling: config.import_options.batch_size,
+    adaptive: config.import_options.adaptive_pacing,
+    giveUpAfterMs: Math.round(config.retry.give_up_after_seconds * 1000),
+    sleep,
+    onChange: ({ limit: inFlight, reason }) => emit({ type: "log", level: "debug", message: `pacing: ${inFlight} upload${inFlight === 1 ? "" : "s"} in flight (${reason})` }),
+  });
+  const client = new RefServerClient({
+    pacer,
+    baseUrl: config.refserver.api_url,
+    username: config.refserver.username,
+    password: config.refserver.password,
+    dispatcher: serverAgent,
+    retry,
+    sleep,
+    stop: io.stop,
+    onRetry,
+  });
+  return { source, pacer, client };
+}
+
 /** Which imported papers are in Zotero's trash or deleted there; null when the source cannot tell. */
-async function goneStage(source: ConfiguredSource, state: JournalState, io: CliIo, emit: Emit): Promise<GoneKeys | null> {
+export async function goneStage(source: ConfiguredSource, state: JournalState, io: CliIo, emit: Emit): Promise<GoneKeys | null> {
   if (!source.goneKeys) return null;
   const doneKeys = [...state.items.values()].filter((s) => s.status === "done").map((s) => s.key);
   if (doneKeys.length === 0) return null;
@@ -422,7 +436,7 @@ interface Listed {
 }
 
 /** Collections → since → the listing → importable candidates and skips. */
-async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: ConfiguredSource, state: JournalState, emit: Emit): Promise<Listed> {
+export async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: ConfiguredSource, state: JournalState, emit: Emit): Promise<Listed> {
   const collectionsWanted = flags.collection && flags.collection.length > 0 ? flags.collection : config.import_options.collections;
   let collectionKeys: string[] = [];
   let collectionRequests = 0;

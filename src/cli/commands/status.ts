@@ -42,7 +42,11 @@ export async function runStatus(flags: StatusFlags, io: CliIo): Promise<number> 
       .map((s) => ({ key: s.key, title: s.title ?? "", code: s.code ?? "", error: s.error ?? "", permanent: s.permanent ?? false, at: s.ts }));
     const lastRun = [...records].reverse().find((r) => r.scope === scope && r.t === "run");
     const [server, library] = scope.split("|");
-    return { server, library, runs: state.runs, counts, syncedVersions: Object.fromEntries(state.syncVersions), lastRunAt: lastRun?.ts ?? null, lastFailures: failures };
+    const done = [...state.items.values()].filter((s) => s.status === "done");
+    const gone = done.filter((s) => s.gone).map((s) => ({ key: s.key, title: s.title ?? "", where: s.gone! }));
+    const pdfChanged = done.filter((s) => s.stalePdf).map((s) => ({ key: s.key, title: s.title ?? "" }));
+    const metadataPending = done.filter((s) => s.metaPending).map((s) => ({ key: s.key, title: s.title ?? "" }));
+    return { server, library, runs: state.runs, counts, syncedVersions: Object.fromEntries(state.syncVersions), lastRunAt: lastRun?.ts ?? null, lastFailures: failures, gone, pdfChanged, metadataPending };
   });
   if (flags.json) {
     io.stdout.write(`${redact(JSON.stringify({ checkpoint: path, badLines, tornTail, scopes: out }, null, 2))}\n`);
@@ -59,6 +63,14 @@ export async function runStatus(flags: StatusFlags, io: CliIo): Promise<number> 
         : "  next run: the whole library (no complete run yet)",
     );
     for (const f of s.lastFailures) lines.push(`  failed ${f.key} "${truncate(f.title, 50)}" [${f.code}]: ${truncate(f.error, 100)}`);
+    if (s.metadataPending.length > 0) lines.push(`  metadata pending: ${s.metadataPending.length} (the next run sends it)`);
+    for (const p of s.pdfChanged) lines.push(`  PDF changed in Zotero, the server keeps the older file: ${p.key} "${truncate(p.title, 50)}"`);
+    if (s.gone.length > 0) {
+      const trash = s.gone.filter((g) => g.where === "trash").length;
+      lines.push(`  gone from Zotero: ${s.gone.length} (${trash} in the trash, ${s.gone.length - trash} deleted), still on the server (import-from-zotero --prune removes them)`);
+      for (const g of s.gone.slice(0, 20)) lines.push(`    ${g.key} "${truncate(g.title, 50)}" (${g.where === "trash" ? "in the trash" : "deleted"})`);
+    }
+    if (s.counts.removed > 0) lines.push(`  removed from the server (pruned): ${s.counts.removed}`);
   }
   io.stdout.write(`${redact(lines.join("\n"))}\n`);
   return ExitCode.Ok;
