@@ -97,8 +97,11 @@ export type RefFaultAction =
   | { kind: "stall"; ms: number };
 
 export interface RefFaultSelector {
-  /** Route the rule applies to. Default "upload". */
-  route?: "upload" | "login" | "any";
+  /**
+   * Route the rule applies to. Default "upload". "any" is uploads and logins; "metadata"
+   * (POST /api/v1/document/{doc_id}/metadata) is only ever matched by name.
+   */
+  route?: "upload" | "login" | "metadata" | "any";
   /** Only uploads carrying one of these zotero_key values. */
   keys?: readonly string[];
   /** How many matching requests the rule applies to. Default 1 (or Infinity when keys are given). */
@@ -114,7 +117,7 @@ export interface RefFaultSelector {
 interface RefFaultRule {
   id: number;
   label: string;
-  route: "upload" | "login" | "any";
+  route: "upload" | "login" | "metadata" | "any";
   keys: Set<string> | undefined;
   remaining: number;
   stage: "received" | "write";
@@ -250,6 +253,15 @@ export class FakeRefServer {
     return this.addFault({ kind: "status", status: 500, body: LOCKED }, { count: n, keys, stage: "write", label: "locked" });
   }
 
+  /**
+   * `status` (default 500 "Database error: database is locked") for the next n metadata calls
+   * (POST /api/v1/document/{doc_id}/metadata), answered before anything is written; such calls
+   * are not in `metadataCalls`. Remove the rule (removeFault) to heal early.
+   */
+  failMetadataNext(n: number, status = 500, detail: unknown = LOCKED.detail): number {
+    return this.addFault({ kind: "status", status, body: { detail } }, { count: n, route: "metadata", label: `metadata-${status}` });
+  }
+
   /** 500 "database is locked" for the next n logins with valid credentials. */
   lockNextLogins(n: number): number {
     return this.addFault({ kind: "status", status: 500, body: LOCKED }, { count: n, route: "login", stage: "write", label: "locked" });
@@ -377,10 +389,10 @@ export class FakeRefServer {
     this.statusCounts.set(outcome, (this.statusCounts.get(outcome) ?? 0) + 1);
   }
 
-  private takeRule(route: "upload" | "login", stage: "received" | "write", key: string | undefined, kinds: ReadonlyArray<RefFaultAction["kind"]>): RefFaultRule | undefined {
+  private takeRule(route: "upload" | "login" | "metadata", stage: "received" | "write", key: string | undefined, kinds: ReadonlyArray<RefFaultAction["kind"]>): RefFaultRule | undefined {
     for (const r of this.rules) {
       if (r.remaining <= 0 || r.stage !== stage || !kinds.includes(r.action.kind)) continue;
-      if (r.route !== "any" && r.route !== route) continue;
+      if (route === "metadata" ? r.route !== "metadata" : r.route !== "any" && r.route !== route) continue;
       if (r.keys && (key === undefined || !r.keys.has(key))) continue;
       r.remaining--;
       if (r.remaining <= 0) this.rules = this.rules.filter((x) => x !== r);
@@ -810,6 +822,11 @@ export class FakeRefServer {
    */
   private async metadata(req: IncomingMessage, res: ServerResponse, docId: string | undefined): Promise<void> {
     const body = (await this.readBody(req)) ?? Buffer.alloc(0);
+    const fault = this.takeRule("metadata", "received", undefined, ["status"]);
+    if (fault?.action.kind === "status") {
+      this.json(res, fault.action.status, fault.action.body, fault.action.headers);
+      return;
+    }
     const fields = Object.fromEntries(new URLSearchParams(body.toString("utf8")));
     const p = this.allPapers.find((x) => x.docId === docId);
     if (!p) {

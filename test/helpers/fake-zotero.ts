@@ -508,6 +508,20 @@ export class FakeLibrary implements ZoteroLibraryData {
     this.deleted.items.set(itemKey, this.bump());
   }
 
+  /** Restore an item from the trash (bumps its version and the library's, as Zotero does). */
+  restore(itemKey: string): void {
+    const item = this.getItem(itemKey);
+    if (!item) throw new Error(`no item ${itemKey}`);
+    delete item.data.deleted;
+    this.touch(itemKey);
+  }
+
+  /** Delete an item for good with its child items, as Zotero does (each appears in /deleted?since=). */
+  deleteWithChildren(itemKey: string): void {
+    for (const child of this.children(itemKey)) this.deleteItem(child.key);
+    this.deleteItem(itemKey);
+  }
+
   /** Replace an attachment's stored file (updates md5/mtime and version). */
   setFile(attachmentKey: string, body: Buffer): void {
     this.files.set(attachmentKey, body);
