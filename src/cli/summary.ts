@@ -120,7 +120,11 @@ export function previewRows(plan: Plan): PreviewRow[] {
       size: attachment.size,
       action: a.kind === "import" ? "import" : a.kind === "done" ? "already done" : "later (--limit)",
       unsynced: a.candidate.unsynced > 0,
-      ...(a.kind === "done" ? { reason: a.via === "journal" ? "in checkpoint" : "on server" } : {}),
+      ...(a.kind === "done"
+        ? { reason: a.via === "journal" ? "in checkpoint" : "on server" }
+        : a.kind === "import" && attachment.hasFile === null
+          ? { reason: "file not confirmed in Zotero storage (WebDAV?): asked when imported" }
+          : {}),
     });
   }
   for (const s of plan.skipped) {

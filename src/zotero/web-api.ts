@@ -119,7 +119,7 @@ export class ZoteroWebApi implements ZoteroSource {
       return statusError(service, status, "PDF not synced to Zotero storage (Zotero answered 404 for its file)");
     }
     if (service === "storage") {
-      const hint = status === 403 ? ": the signed link expired or was refused; a fresh one is asked for" : status === 404 ? ": a fresh link is asked for" : "";
+      const hint = status === 403 ? " (a signed link that expired or was refused; not Zotero's verdict on the key)" : status === 404 ? " (not Zotero's verdict: Zotero lists the file)" : "";
       return statusError(service, status, `Zotero ${what}: the storage host answered ${status}${hint}`);
     }
     if (status === 404) return statusError(service, status, `Zotero ${what}: not found (404)`);

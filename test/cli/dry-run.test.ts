@@ -191,7 +191,7 @@ function expectCell(cell: string | undefined, full: string, what: string): void 
 function noteOf(item: DryItem): string {
   if (item.action === "skip") return item.reason ?? "";
   if (item.action === "already done") return item.reason ?? "";
-  return item.unsynced ? "(a PDF not synced)" : "";
+  return [item.reason ?? "", item.unsynced ? "(a PDF not synced)" : ""].filter(Boolean).join(" ");
 }
 
 // ---- the tests ------------------------------------------------------------------------------
