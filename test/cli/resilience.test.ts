@@ -80,7 +80,7 @@ describe("crash safety and resumption", () => {
     await waitFor(() => w.refserver.uploads.length >= 1, 20_000, "first upload");
     const second = await runCli([], w.sandbox);
     release();
-    expect(second.code).toBe(75);
+    expect(second.code, second.stderr).toBe(75);
     expect(second.stderr).toMatch(/another import \(pid \d+/);
     expect((await first.done).code).toBe(0);
   });
