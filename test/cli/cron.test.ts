@@ -5,10 +5,10 @@
  */
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli, type Sandbox } from "../helpers/cli.js";
+import { closedPort } from "../helpers/util.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;
@@ -32,13 +32,6 @@ function reports(s: Sandbox): Report[] {
     .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as Report);
 }
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 const TIMESTAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ /;
 

@@ -1,8 +1,8 @@
 import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, startCli, waitFor } from "../helpers/cli.js";
+import { closedPort } from "../helpers/util.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;
@@ -28,13 +28,6 @@ const journal = (w: World): Line[] =>
       }
     });
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 describe("crash safety and resumption", () => {
   it("resumes after SIGKILL mid-run: done items are not uploaded again, none is duplicated or lost", async () => {

@@ -19,11 +19,10 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { ZoteroWebApi } from "../../src/zotero/web-api.js";
 import type { Attachment } from "../../src/zotero/types.js";
-import { makeSandbox, runCli, waitFor, type SandboxOptions } from "../helpers/cli.js";
-import { FakeRefServer, type FakeRefServerOptions } from "../helpers/fake-refserver.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type ZoteroRequestInfo } from "../helpers/fake-zotero.js";
+import { runCli, waitFor } from "../helpers/cli.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroRequestInfo } from "../helpers/fake-zotero.js";
 import { makePdf, md5 } from "../helpers/pdf.js";
-import { API_KEY, PASSWORD, type World } from "../helpers/world.js";
+import { API_KEY, makeWorld, type World, type WorldOptions } from "../helpers/world.js";
 
 let world: World | undefined;
 const closers: Array<() => Promise<void>> = [];
@@ -39,29 +38,8 @@ afterEach(async () => {
 const LIBRARY_ID = 4242;
 const newLibrary = (): FakeLibrary => makeLibrary({ apiKey: API_KEY, libraryId: LIBRARY_ID });
 
-/**
- * Like makeWorld (test/helpers/world.ts), but with FakeZotero's own options (a separate
- * storage origin, lying Total-Results, no Link header, no links.attachment).
- */
-async function edgeWorld(
-  library: FakeLibrary,
-  o: { zotero?: Omit<FakeZoteroOptions, "library">; refserver?: FakeRefServerOptions; sandbox?: Partial<Omit<SandboxOptions, "zoteroUrl" | "refserverUrl" | "libraryId" | "apiKey">> } = {},
-): Promise<World> {
-  const zotero = new FakeZotero({ library, ...o.zotero });
-  const refserver = new FakeRefServer({ username: "admin", password: PASSWORD, ...o.refserver });
-  const z = await zotero.start();
-  const r = await refserver.start();
-  const sandbox = makeSandbox({
-    zoteroUrl: z.url,
-    refserverUrl: r.url,
-    libraryId: String(library.libraryId),
-    libraryType: library.libraryType,
-    apiKey: API_KEY,
-    password: PASSWORD,
-    ...o.sandbox,
-  });
-  return { library, zotero, refserver, sandbox, zoteroUrl: z.url, refserverUrl: r.url, close: async () => void (await Promise.allSettled([z.close(), r.close()])) };
-}
+/** makeWorld with a library built by the test and FakeZotero's own options. */
+const edgeWorld = (library: FakeLibrary, o: Omit<WorldOptions, "library" | "build"> = {}): Promise<World> => makeWorld({ library, ...o });
 
 interface JournalLine {
   t: string;

@@ -1,3 +1,5 @@
+import { createServer } from "node:net";
+
 /** Small pieces the test fakes share. */
 
 /** mulberry32: a small deterministic PRNG (same seed, same sequence). */
@@ -21,4 +23,13 @@ export function trackedSleep(ms: number, timers: Set<NodeJS.Timeout>): Promise<v
     }, ms);
     timers.add(t);
   });
+}
+
+/** A loopback port nothing listens on (bound, then closed): connecting to it is refused. */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
 }

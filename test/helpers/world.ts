@@ -1,5 +1,5 @@
 import { FakeRefServer, type FakeRefServerOptions } from "./fake-refserver.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type MakeLibraryOptions } from "./fake-zotero.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type MakeLibraryOptions } from "./fake-zotero.js";
 import { makeSandbox, removeSandbox, type Sandbox, type SandboxOptions } from "./cli.js";
 
 export interface World {
@@ -14,7 +14,9 @@ export interface World {
 }
 
 export interface WorldOptions {
-  library?: MakeLibraryOptions;
+  library?: MakeLibraryOptions | FakeLibrary;
+  /** FakeZotero's own options (a separate storage origin, lying counts, no Link header, …). */
+  zotero?: Omit<FakeZoteroOptions, "library">;
   /** Add more items to the library before the servers start. */
   build?: (library: FakeLibrary) => void;
   refserver?: FakeRefServerOptions;
@@ -26,9 +28,9 @@ export const PASSWORD = "pw-TEST-SECRET-987";
 
 /** A fake Zotero, a fake RefServer and a CLI sandbox wired to both, all on 127.0.0.1. */
 export async function makeWorld(o: WorldOptions = {}): Promise<World> {
-  const library = makeLibrary({ apiKey: API_KEY, libraryId: 4242, ...o.library });
+  const library = isLibrary(o.library) ? o.library : makeLibrary({ apiKey: API_KEY, libraryId: 4242, ...o.library });
   o.build?.(library);
-  const zotero = new FakeZotero({ library });
+  const zotero = new FakeZotero({ library, ...o.zotero });
   const refserver = new FakeRefServer({ username: "admin", password: PASSWORD, ...o.refserver });
   const z = await zotero.start();
   const r = await refserver.start();
@@ -53,4 +55,8 @@ export async function makeWorld(o: WorldOptions = {}): Promise<World> {
       await removeSandbox(sandbox);
     },
   };
+}
+
+function isLibrary(value: WorldOptions["library"]): value is FakeLibrary {
+  return typeof (value as FakeLibrary | undefined)?.pdfPairs === "function";
 }
