@@ -7,15 +7,12 @@ import { closeDatabase, DEFAULT_BUSY_TIMEOUT_MS, isBusyError, openDatabase } fro
 import { migrate } from "./db/migrations.js";
 import { Repository } from "./db/repository.js";
 import { HttpError } from "./errors.js";
-import { adminRoutes } from "./routes/admin.js";
+import { DEFAULT_LOGIN_LIMITS, LoginLimiter, type LoginLimits } from "./login-limiter.js";
 import { authRoutes } from "./routes/auth.js";
-import { documentWriteRoutes } from "./routes/document-write.js";
-import { documentRoutes } from "./routes/documents.js";
+import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { healthRoutes } from "./routes/health.js";
-import { jobRoutes } from "./routes/jobs.js";
-import { uploadRoutes } from "./routes/upload.js";
-import { zoteroRoutes } from "./routes/zotero.js";
-import { FileStore } from "./storage.js";
+import { protectedRoutes } from "./routes/protected.js";
+import { diskFullError, FileStore } from "./storage.js";
 import { JobWorker } from "./worker/worker.js";
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024;
@@ -28,6 +25,14 @@ export interface AppOptions {
   busyTimeoutMs?: number;
   /** Largest accepted upload. Default 200 MB. */
   maxUploadBytes?: number;
+  /** Largest value of one form field (title, authors, abstract, ...). Default 64 KiB. */
+  maxFieldBytes?: number;
+  /** Let anonymous clients use the read routes (never the writes). Default false. */
+  publicRead?: boolean;
+  /** Failed-login rate limits. Default 10 per address and 5 per username a minute. */
+  loginLimits?: Partial<LoginLimits>;
+  /** The clock of the login limiter (tests). Default Date.now. */
+  now?: () => number;
   /** Admin to create or reset at start; when absent and no admin exists one is generated. */
   adminUser?: string;
   adminPassword?: string;
@@ -132,13 +137,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       tokens,
       worker,
       maxUploadBytes,
+      maxFieldBytes: options.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES,
+      loginLimiter: new LoginLimiter({ ...DEFAULT_LOGIN_LIMITS, ...options.loginLimits }, options.now),
       authenticate: makeAuthenticate(repo, tokens),
     };
     app.decorate("refserver", { ...ctx, generatedAdminPassword, workerRepo });
 
     app.addContentTypeParser(
       "application/x-www-form-urlencoded",
-      { parseAs: "string", bodyLimit: 64 * 1024 },
+      // The login route limits its body to 64 KiB, the metadata route to room for its fields.
+      { parseAs: "string" },
       (_req, body, done) => {
         done(null, Object.fromEntries(new URLSearchParams(String(body))));
       },
@@ -152,10 +160,19 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         return reply.code(422).send({ detail: fastapiValidation(err) });
       }
       if (err.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-        return reply.code(413).send({ detail: "Request body too large" });
+        const limit = request.routeOptions.bodyLimit;
+        return reply.code(413).send({ detail: `Request body too large: the limit is ${limit} bytes for this endpoint` });
       }
-      if (err.statusCode === 413 || err.code === "FST_REQ_FILE_TOO_LARGE") {
-        return reply.code(413).send({ detail: `File too large: the limit is ${maxUploadBytes} bytes` });
+      if (err.code === "FST_REQ_FILE_TOO_LARGE") {
+        return reply.code(413).send({ detail: `File too large: the limit is ${maxUploadBytes} bytes per file` });
+      }
+      if (err.statusCode === 413) {
+        return reply.code(413).send({ detail: `Request too large: ${err.message}` });
+      }
+      if (err.code === "SQLITE_FULL") {
+        request.log.error({ err }, "disk full");
+        const full = diskFullError();
+        return reply.code(full.statusCode).send({ detail: full.detail });
       }
       if (isBusyError(err)) {
         request.log.error({ err }, "database is locked");
@@ -192,12 +209,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const routeOptions = { ctx };
     await app.register(healthRoutes, routeOptions);
     await app.register(authRoutes, routeOptions);
-    await app.register(uploadRoutes, routeOptions);
-    await app.register(jobRoutes, routeOptions);
-    await app.register(documentRoutes, routeOptions);
-    await app.register(documentWriteRoutes, routeOptions);
-    await app.register(adminRoutes, routeOptions);
-    await app.register(zoteroRoutes, routeOptions);
+    // Every other route needs a token (reads too, unless publicRead): see routes/protected.ts.
+    await app.register(protectedRoutes, { ...routeOptions, publicRead: options.publicRead ?? false });
 
     app.addHook("onReady", async () => {
       worker?.start();

@@ -34,6 +34,22 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return key.length === expected.length && timingSafeEqual(key, expected);
 }
 
+/**
+ * Stands in for the stored hash of a user that does not exist: same scrypt parameters and key
+ * length as a real one, a random expected key no password yields. Checking a password against it
+ * costs what a real check costs, so the answer's timing does not tell whether a username exists.
+ */
+const DUMMY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${randomBytes(16).toString("base64")}$${randomBytes(SCRYPT.keylen).toString("base64")}`;
+
+/**
+ * Check a password against a user's stored hash, or, for an unknown user (`stored` undefined),
+ * do the same work against a dummy hash and answer false.
+ */
+export async function verifyPasswordConstantWork(password: string, stored: string | undefined): Promise<boolean> {
+  const ok = await verifyPassword(password, stored ?? DUMMY_HASH);
+  return stored !== undefined && ok;
+}
+
 export function randomPassword(): string {
   return randomBytes(18).toString("base64url");
 }

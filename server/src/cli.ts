@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./app.js";
 import { DEFAULT_BUSY_TIMEOUT_MS } from "./db/connection.js";
+import { DEFAULT_LOGIN_LIMITS } from "./login-limiter.js";
+import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { startServer } from "./server.js";
 import { VERSION } from "./version.js";
 
@@ -15,6 +17,15 @@ Flags:
   --host ADDR             address to bind (default 127.0.0.1; env REFSERVER_HOST)
   --busy-timeout MS       SQLite busy timeout in ms (default ${DEFAULT_BUSY_TIMEOUT_MS}; env REFSERVER_BUSY_TIMEOUT_MS)
   --max-upload-mb N       largest accepted upload in MB (default ${DEFAULT_MAX_UPLOAD_BYTES / 1024 / 1024}; env REFSERVER_MAX_UPLOAD_MB)
+  --max-field-kb N        largest form field (title, authors, abstract...) in KiB, else 422 naming
+                          the field (default ${DEFAULT_MAX_FIELD_BYTES / 1024}; env REFSERVER_MAX_FIELD_KB)
+  --public-read           let clients without a token read papers, text, files, jobs and links
+                          (uploads and changes still need one; default off; env REFSERVER_PUBLIC_READ=1)
+  --login-ip-failures N   failed logins from one address per window before 429 (default
+                          ${DEFAULT_LOGIN_LIMITS.maxFailuresPerIp}, 0 = no limit; env REFSERVER_LOGIN_IP_FAILURES)
+  --login-user-failures N failed logins for one username per window before 429 (default
+                          ${DEFAULT_LOGIN_LIMITS.maxFailuresPerUser}, 0 = no limit; env REFSERVER_LOGIN_USER_FAILURES)
+  --login-window-s S      the failed-login window in seconds (default ${DEFAULT_LOGIN_LIMITS.windowMs / 1000}; env REFSERVER_LOGIN_WINDOW_S)
   --no-worker             do not run the background pipeline
   --naive                 reproduce the original server's SQLite configuration (rollback
                           journal, autocommit statements, deferred transactions, busy timeout
@@ -28,7 +39,9 @@ Environment:
   REFSERVER_ADMIN_PASSWORD  that admin's password. When no admin exists and none is given, an
                             admin "admin" is created with a random password, printed once.
   REFSERVER_DATA, REFSERVER_PORT, REFSERVER_HOST, REFSERVER_BUSY_TIMEOUT_MS,
-  REFSERVER_MAX_UPLOAD_MB, REFSERVER_LOG_LEVEL   defaults for the flags above
+  REFSERVER_MAX_UPLOAD_MB, REFSERVER_MAX_FIELD_KB, REFSERVER_PUBLIC_READ,
+  REFSERVER_LOGIN_IP_FAILURES, REFSERVER_LOGIN_USER_FAILURES, REFSERVER_LOGIN_WINDOW_S,
+  REFSERVER_LOG_LEVEL   defaults for the flags above
 
 On start it prints one line to stdout: "refserver-lite listening on http://HOST:PORT".
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop the worker between steps,
@@ -59,6 +72,11 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         host: { type: "string" },
         "busy-timeout": { type: "string" },
         "max-upload-mb": { type: "string" },
+        "max-field-kb": { type: "string" },
+        "public-read": { type: "boolean" },
+        "login-ip-failures": { type: "string" },
+        "login-user-failures": { type: "string" },
+        "login-window-s": { type: "string" },
         "no-worker": { type: "boolean" },
         naive: { type: "boolean" },
         "log-level": { type: "string" },
@@ -88,6 +106,15 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const host = v.host ?? env.REFSERVER_HOST ?? "127.0.0.1";
   const busyTimeoutMs = intOption("--busy-timeout", v["busy-timeout"] ?? env.REFSERVER_BUSY_TIMEOUT_MS, DEFAULT_BUSY_TIMEOUT_MS, 0);
   const maxUploadMb = intOption("--max-upload-mb", v["max-upload-mb"] ?? env.REFSERVER_MAX_UPLOAD_MB, DEFAULT_MAX_UPLOAD_BYTES / 1024 / 1024, 1);
+  const maxFieldKb = intOption("--max-field-kb", v["max-field-kb"] ?? env.REFSERVER_MAX_FIELD_KB, DEFAULT_MAX_FIELD_BYTES / 1024, 1);
+  const publicReadEnv = (env.REFSERVER_PUBLIC_READ ?? "").trim().toLowerCase();
+  if (!["", "0", "1", "true", "false", "yes", "no"].includes(publicReadEnv)) fail(`REFSERVER_PUBLIC_READ must be 1 or 0, got "${env.REFSERVER_PUBLIC_READ}"`);
+  const publicRead = v["public-read"] ?? ["1", "true", "yes"].includes(publicReadEnv);
+  const loginLimits = {
+    maxFailuresPerIp: intOption("--login-ip-failures", v["login-ip-failures"] ?? env.REFSERVER_LOGIN_IP_FAILURES, DEFAULT_LOGIN_LIMITS.maxFailuresPerIp, 0),
+    maxFailuresPerUser: intOption("--login-user-failures", v["login-user-failures"] ?? env.REFSERVER_LOGIN_USER_FAILURES, DEFAULT_LOGIN_LIMITS.maxFailuresPerUser, 0),
+    windowMs: intOption("--login-window-s", v["login-window-s"] ?? env.REFSERVER_LOGIN_WINDOW_S, DEFAULT_LOGIN_LIMITS.windowMs / 1000, 1) * 1000,
+  };
   const level = v["log-level"] ?? env.REFSERVER_LOG_LEVEL ?? "info";
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(level)) fail(`unknown log level "${level}"`);
 
@@ -97,6 +124,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     host,
     busyTimeoutMs,
     maxUploadBytes: maxUploadMb * 1024 * 1024,
+    maxFieldBytes: maxFieldKb * 1024,
+    publicRead,
+    loginLimits,
     adminUser: env.REFSERVER_ADMIN_USER || undefined,
     adminPassword: env.REFSERVER_ADMIN_PASSWORD || undefined,
     onAdminCreated: (user, password) => {

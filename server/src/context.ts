@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { TokenService } from "./auth.js";
 import type { Repository } from "./db/repository.js";
+import type { LoginLimiter } from "./login-limiter.js";
 import type { FileStore } from "./storage.js";
 import type { JobWorker } from "./worker/worker.js";
 import { HttpError } from "./errors.js";
@@ -13,6 +14,10 @@ export interface AppContext {
   /** Undefined when the app was built with `worker: false`. */
   worker: JobWorker | undefined;
   maxUploadBytes: number;
+  /** Largest value of one form field (bytes); a longer one is refused, never stored cut. */
+  maxFieldBytes: number;
+  /** Failed-login rate limiting (per address, per username). */
+  loginLimiter: LoginLimiter;
   authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 }
 

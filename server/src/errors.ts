@@ -19,6 +19,7 @@ export interface ValidationIssue {
   loc: Array<string | number>;
   msg: string;
   input?: unknown;
+  ctx?: Record<string, unknown>;
 }
 
 export function validationError(issues: ValidationIssue[]): HttpError {

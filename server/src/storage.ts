@@ -8,6 +8,23 @@ export const PDF_DIR = "pdfs";
 export const TMP_DIR = "tmp";
 const PDF_MAGIC = Buffer.from("%PDF-", "latin1");
 
+/** The disk (or the user's quota) is full: ENOSPC, EDQUOT, or SQLite's SQLITE_FULL. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT" || code === "SQLITE_FULL";
+}
+
+/** The answer to a write that found the disk full: 507, nothing of the request kept. */
+export function diskFullError(): HttpError {
+  return new HttpError(507, "not enough space on the server's disk");
+}
+
+/** A failure to store a file: 507 when the disk is full, else 500 naming the error code. */
+export function saveFailure(err: unknown): HttpError {
+  if (isDiskFull(err)) return diskFullError();
+  return new HttpError(500, `Failed to save file: ${(err as NodeJS.ErrnoException).code ?? "I/O error"}`);
+}
+
 /** The result of streaming one upload to a temp file. */
 export interface StagedFile {
   tempPath: string;
@@ -61,14 +78,27 @@ export class FileStore {
    */
   async stage(source: Readable): Promise<StagedFile> {
     const tempPath = join(this.dataDir, TMP_DIR, `${randomUUID()}.partial`);
-    let fh: FileHandle | undefined = await open(tempPath, "wx", 0o600);
+    let fh: FileHandle | undefined;
+    // A write that failed (a full disk): the temp file is removed at once and the rest of
+    // the part is still read, so the client gets an answer rather than a reset connection.
+    let failure: unknown;
+    const dropTemp = async (): Promise<void> => {
+      if (fh) await fh.close().catch(() => undefined);
+      fh = undefined;
+      await rm(tempPath, { force: true });
+    };
+    try {
+      fh = await open(tempPath, "wx", 0o600);
+    } catch (err) {
+      failure = err;
+    }
     let size = 0;
     let head = Buffer.alloc(0);
     let badMagic = false;
     try {
       for await (const chunk of source) {
         const buf = chunk as Buffer;
-        if (badMagic) continue; // drain the rest of the part
+        if (badMagic || failure !== undefined || !fh) continue; // drain the rest of the part
         if (head.length < PDF_MAGIC.length) {
           head = Buffer.concat([head, buf.subarray(0, PDF_MAGIC.length - head.length)]);
           if (head.length === PDF_MAGIC.length && !head.equals(PDF_MAGIC)) {
@@ -77,8 +107,14 @@ export class FileStore {
           }
         }
         size += buf.length;
-        await fh.write(buf);
+        try {
+          await fh.write(buf);
+        } catch (err) {
+          failure = err;
+          await dropTemp();
+        }
       }
+      if (failure !== undefined || !fh) throw failure;
       if (badMagic || head.length < PDF_MAGIC.length) {
         throw new HttpError(400, "The file is not a PDF (it must begin with %PDF-)");
       }
@@ -87,9 +123,8 @@ export class FileStore {
       fh = undefined;
       return { tempPath, size };
     } catch (err) {
-      if (fh) await fh.close().catch(() => undefined);
-      await rm(tempPath, { force: true });
-      throw err;
+      await dropTemp();
+      throw isDiskFull(err) ? diskFullError() : err;
     }
   }
 

@@ -153,7 +153,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
     expect(body.filename).toBe("paper.pdf");
     expect(body.status).toBe("processing");
 
-    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${body.doc_id}` });
+    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${body.doc_id}`, headers: auth() });
     expect(doc.statusCode).toBe(200);
     expect(doc.json()).toMatchObject({
       doc_id: body.doc_id,
@@ -174,7 +174,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${body.doc_id}.pdf`]);
     expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
 
-    const dl = await app.inject({ method: "GET", url: `/download/pdf/${body.doc_id}` });
+    const dl = await app.inject({ method: "GET", url: `/download/pdf/${body.doc_id}`, headers: auth() });
     expect(dl.statusCode).toBe(200);
     expect(dl.headers["content-type"]).toBe("application/pdf");
     expect(dl.headers["content-disposition"]).toContain('filename="paper.pdf"');
@@ -184,14 +184,14 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
   it("accepts the fields in any order (file first)", async () => {
     const res = await injectUpload(app, token, uploadParts(pdf, { title: "File first" }, "paper.pdf", true));
     expect(res.statusCode).toBe(200);
-    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${(res.json() as { doc_id: string }).doc_id}` });
+    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${(res.json() as { doc_id: string }).doc_id}`, headers: auth() });
     expect((doc.json() as { metadata: { title: string } }).metadata.title).toBe("File first");
   });
 
   it("stores an empty title as the filename (the original answers 422)", async () => {
     const res = await injectUpload(app, token, uploadParts(pdf, { title: "" }, "Untitled scan.pdf"));
     expect(res.statusCode).toBe(200);
-    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${(res.json() as { doc_id: string }).doc_id}` });
+    const doc = await app.inject({ method: "GET", url: `/api/v1/document/${(res.json() as { doc_id: string }).doc_id}`, headers: auth() });
     expect((doc.json() as { metadata: { title: string } }).metadata.title).toBe("Untitled scan.pdf");
   });
 
@@ -318,7 +318,7 @@ describe("jobs, documents, progress, links, health", () => {
 
   it("GET /api/v1/document/{id} and /download/pdf/{id}: 404 Document not found", async () => {
     for (const url of ["/api/v1/document/nope", "/download/pdf/nope"]) {
-      const res = await app.inject({ method: "GET", url });
+      const res = await app.inject({ method: "GET", url, headers: auth() });
       expect(res.statusCode).toBe(404);
       expect(res.json()).toEqual({ detail: "Document not found" });
     }
@@ -326,7 +326,7 @@ describe("jobs, documents, progress, links, health", () => {
 
   it("GET /api/v1/admin/progress: the newest papers with their job steps", async () => {
     const up = (await injectUpload(app, token, uploadParts(pdf))).json() as { job_id: string; doc_id: string };
-    const res = await app.inject({ method: "GET", url: "/api/v1/admin/progress" });
+    const res = await app.inject({ method: "GET", url: "/api/v1/admin/progress", headers: auth() });
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({
       documents: [

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DB_FILENAME } from "../src/app.js";
+import { DEFAULT_MAX_FIELD_BYTES as FIELD } from "../src/routes/form.js";
 import type { SqliteDatabase } from "../src/db/connection.js";
 import {
   injectUpload,
@@ -25,7 +26,6 @@ import { makeSamplePdf } from "./helpers/pdf.js";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const pdfA = makeSamplePdf(2, 2, "Alpha");
 const pdfB = makeSamplePdf(3, 1, "Bravo");
-const MIB = 1024 * 1024;
 
 let app: FastifyInstance;
 let dataDir: string;
@@ -106,7 +106,7 @@ function rowsFor(db: SqliteDatabase, docId: string): Record<string, number> {
 }
 
 async function documentOf(docId: string): Promise<Record<string, unknown> & { metadata: Record<string, unknown> }> {
-  const res = await app.inject({ method: "GET", url: `/api/v1/document/${docId}` });
+  const res = await app.inject({ method: "GET", url: `/api/v1/document/${docId}`, headers: auth() });
   expect(res.statusCode).toBe(200);
   return res.json() as Record<string, unknown> & { metadata: Record<string, unknown> };
 }
@@ -260,7 +260,10 @@ describe("POST /api/v1/document/{doc_id}/metadata", () => {
       [{ collection_keys: '"COLL0001"' }, [{ type: "list_type", loc: ["body", "collection_keys"] }]],
       [{ authors: "[Ada Lovelace]" }, [{ type: "json_invalid", loc: ["body", "authors"] }]],
       [{ authors: '[{"name":"Ada"}]' }, [{ type: "string_type", loc: ["body", "authors", 0] }]],
-      [{ title: "x".repeat(MIB + 1) }, [{ type: "string_too_long", loc: ["body", "title"] }]],
+      [{ zotero_version: "99999999999999999999999" }, [{ type: "less_than_equal", loc: ["body", "zotero_version"] }]],
+      [{ zotero_version: "9007199254740992" }, [{ type: "less_than_equal", loc: ["body", "zotero_version"] }]],
+      [{ title: "x".repeat(FIELD + 1) }, [{ type: "string_too_long", loc: ["body", "title"] }]],
+      [{ authors: "Ada, ".repeat(FIELD) }, [{ type: "string_too_long", loc: ["body", "authors"] }]],
       [{ title: "ok", year: "x", tags: "[1]" }, [{ type: "int_parsing" }, { type: "string_type" }]],
     ];
     for (const [fields, detail] of cases) {
@@ -270,16 +273,18 @@ describe("POST /api/v1/document/{doc_id}/metadata", () => {
       expect(body.detail).toHaveLength(detail.length);
       detail.forEach((d, i) => expect(body.detail[i]).toMatchObject({ msg: expect.any(String), ...d }));
     }
-    // multipart cuts a field at 1 MiB: refused, not stored cut
-    const cut = await postMultipart(up.doc_id, { abstract: "y".repeat(MIB + 10) });
+    // multipart cuts a field at the field limit (64 KiB): refused by name, not stored cut
+    const cut = await postMultipart(up.doc_id, { abstract: "y".repeat(FIELD + 10) });
     expect(cut.statusCode).toBe(422);
-    expect(cut.json()).toEqual({ detail: [{ type: "string_too_long", loc: ["body", "abstract"], msg: `String should have at most ${MIB} bytes` }] });
-    // A value of exactly the limit is accepted.
-    expect((await postForm(up.doc_id, { abstract: "z".repeat(MIB) })).statusCode).toBe(200);
+    expect(cut.json()).toEqual({
+      detail: [{ type: "string_too_long", loc: ["body", "abstract"], msg: `String should have at most ${FIELD} bytes`, ctx: { max_length: FIELD } }],
+    });
+    // A value of exactly the limit is accepted; a version of 2^53-1 too.
+    expect((await postForm(up.doc_id, { abstract: "z".repeat(FIELD), zotero_version: "9007199254740991" })).statusCode).toBe(200);
     const doc = await documentOf(up.doc_id);
     expect(doc.metadata).toMatchObject({ title: "Unchanged", year: 2000 });
-    expect((doc.metadata.abstract as string).length).toBe(MIB);
-    expect(await links("1")).toEqual([expect.objectContaining({ zotero_version: 0, tags: ["t"] })]);
+    expect((doc.metadata.abstract as string).length).toBe(FIELD);
+    expect(await links("1")).toEqual([expect.objectContaining({ zotero_version: Number.MAX_SAFE_INTEGER, tags: ["t"] })]);
   });
 
   it("waits for another process's write lock (one IMMEDIATE transaction) instead of failing", async () => {
@@ -313,7 +318,7 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     expect(body).toEqual({ doc_id: up.doc_id, job_id: expect.stringMatching(UUID), status: "replaced" });
     expect(body.job_id).not.toBe(up.job_id);
 
-    const dl = await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}` });
+    const dl = await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}`, headers: auth() });
     expect(dl.statusCode).toBe(200);
     expect(dl.rawPayload.equals(pdfB)).toBe(true);
     expect(dl.headers["content-disposition"]).toContain('filename="second.pdf"');
@@ -432,7 +437,7 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     await app.close();
     await start();
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([newPath.replace("pdfs/", "")]);
-    const dl = await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}` });
+    const dl = await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}`, headers: auth() });
     expect(dl.rawPayload.equals(pdfB)).toBe(true);
   });
 });
@@ -456,8 +461,8 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
     expect(rowsFor(db, up.doc_id)).toEqual({ paper: 0, metadata: 0, zoterolink: 0, processingjob: 0, pagetext: 0, semanticchunk: 0 });
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${kept.doc_id}.pdf`]);
     expect((await links("77")).map((l) => l.zotero_key)).toEqual(["KEEP0001"]);
-    expect((await app.inject({ method: "GET", url: `/api/v1/document/${up.doc_id}` })).statusCode).toBe(404);
-    expect((await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}` })).statusCode).toBe(404);
+    expect((await app.inject({ method: "GET", url: `/api/v1/document/${up.doc_id}`, headers: auth() })).statusCode).toBe(404);
+    expect((await app.inject({ method: "GET", url: `/download/pdf/${up.doc_id}`, headers: auth() })).statusCode).toBe(404);
     expect(rowsFor(db, kept.doc_id)).toMatchObject({ paper: 1, pagetext: 2 });
 
     const again = await injectUpload(app, token, uploadParts(pdfB, fields));

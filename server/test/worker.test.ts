@@ -47,7 +47,7 @@ describe("background pipeline", () => {
       progress_percentage: 100,
       result: { doc_id: up.doc_id },
     });
-    const doc = (await app.inject({ method: "GET", url: `/api/v1/document/${up.doc_id}` })).json() as { page_count: number; text: string };
+    const doc = (await app.inject({ method: "GET", url: `/api/v1/document/${up.doc_id}`, headers: { authorization: `Bearer ${token}` } })).json() as { page_count: number; text: string };
     expect(doc.page_count).toBe(3);
     expect(doc.text).toContain("Sample page 3 paragraph 2");
     expect(app.refserver.repo.pageTexts(up.doc_id)).toHaveLength(3);

@@ -314,9 +314,11 @@ export class RefServerProcess {
     return ((await res.json()) as { links: Array<{ zotero_key: string; doc_id: string; zotero_version: number }> }).links;
   }
 
-  /** GET /download/pdf/{doc_id}: the stored bytes. */
-  async download(docId: string): Promise<Buffer> {
-    const res = await fetch(`${this.url}/download/pdf/${encodeURIComponent(docId)}`);
+  /** GET /download/pdf/{doc_id}: the stored bytes (with a token: the server is private by default). */
+  async download(docId: string, token?: string): Promise<Buffer> {
+    const res = await fetch(`${this.url}/download/pdf/${encodeURIComponent(docId)}`, {
+      headers: { authorization: `Bearer ${token ?? (await this.login())}` },
+    });
     if (res.status !== 200) throw new Error(`download of ${docId} answered ${res.status}`);
     return Buffer.from(await res.arrayBuffer());
   }

@@ -1,13 +1,17 @@
 import type { FastifyPluginAsync } from "fastify";
-import { verifyPassword } from "../auth.js";
+import { verifyPasswordConstantWork } from "../auth.js";
 import type { RouteOptions } from "../context.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
 import { detailSchema } from "./schemas.js";
+
+/** Largest login body: a username and a password fit many times over. */
+export const LOGIN_BODY_LIMIT = 64 * 1024;
 
 export const authRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
   app.post(
     "/api/v1/auth/login",
     {
+      bodyLimit: LOGIN_BODY_LIMIT,
       schema: {
         response: {
           200: {
@@ -16,7 +20,9 @@ export const authRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx })
             required: ["access_token", "token_type"],
           },
           401: detailSchema,
+          413: detailSchema,
           422: detailSchema,
+          429: detailSchema,
         },
       },
     },
@@ -28,9 +34,26 @@ export const authRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx })
       if (username === undefined) issues.push(missingField("body", "username"));
       if (password === undefined) issues.push(missingField("body", "password"));
       if (issues.length > 0 || username === undefined || password === undefined) throw validationError(issues);
+      // Too many recent failures from this address or for this username: 429, checked before
+      // the password so a guess made while blocked learns nothing and costs no hashing.
+      const block = ctx.loginLimiter.check(request.ip, username);
+      if (block) {
+        const who = block.scope === "address" ? "from this address" : "for this username";
+        throw new HttpError(
+          429,
+          `Too many failed logins ${who}: try again in ${block.retryAfterSeconds} seconds`,
+          { "retry-after": String(block.retryAfterSeconds) },
+        );
+      }
+      // An unknown user costs the same password hashing as a known one (a dummy hash), so the
+      // answer's timing does not tell which usernames exist.
       const user = ctx.repo.findUser(username);
-      const ok = user !== undefined && (await verifyPassword(password, user.password_hash)) && user.is_admin === 1;
-      if (!ok) throw new HttpError(401, "Invalid credentials");
+      const ok = (await verifyPasswordConstantWork(password, user?.password_hash)) && user?.is_admin === 1;
+      if (!ok) {
+        ctx.loginLimiter.fail(request.ip, username);
+        throw new HttpError(401, "Invalid credentials");
+      }
+      ctx.loginLimiter.succeed(username);
       const token = await ctx.tokens.issue(username);
       ctx.repo.recordLogin(username);
       return { access_token: token, token_type: "bearer" };

@@ -4,32 +4,25 @@ import multipart from "@fastify/multipart";
 import type { RouteOptions } from "../context.js";
 import type { LinkPatch, MetadataPatch, MetadataRow } from "../db/repository.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
-import { sanitizeFilename, type StagedFile } from "../storage.js";
-import { boundedInt, MAX_FIELD_BYTES, multipartOptions, readForm } from "./form.js";
+import { sanitizeFilename, saveFailure, type StagedFile } from "../storage.js";
+import { boundedInt, MAX_YEAR, MIN_YEAR, multipartOptions, readForm, tooLongFields } from "./form.js";
 import { errorResponses } from "./schemas.js";
 
-/** Years a paper may carry. */
-export const MIN_YEAR = 1;
-export const MAX_YEAR = 9999;
-/**
- * The urlencoded body limit of the metadata route: room for every field at MAX_FIELD_BYTES
- * (percent-encoding included). The app-wide form limit (64 KiB) would cut a long abstract.
- */
-const METADATA_BODY_LIMIT = 16 * 1024 * 1024;
+export { MAX_YEAR, MIN_YEAR } from "./form.js";
 
 const TEXT_FIELDS = ["title", "journal", "abstract", "doi"] as const;
 const FIELDS: ReadonlySet<string> = new Set([...TEXT_FIELDS, "authors", "year", "zotero_version", "tags", "collection_keys"]);
 
-function shortInput(raw: string): string | undefined {
-  return raw.length <= 1000 ? raw : undefined;
+/**
+ * The body limit of the metadata route: room for every field at the field limit, each
+ * percent-encoded (3 bytes a byte), plus the names. A longer field inside it is a 422 naming it.
+ */
+export function metadataBodyLimit(maxFieldBytes: number): number {
+  return FIELDS.size * 3 * maxFieldBytes + 64 * 1024;
 }
 
-function tooLong(name: string): ValidationIssue {
-  return {
-    type: "string_too_long",
-    loc: ["body", name],
-    msg: `String should have at most ${MAX_FIELD_BYTES} bytes`,
-  };
+function shortInput(raw: string): string | undefined {
+  return raw.length <= 1000 ? raw : undefined;
 }
 
 /**
@@ -76,18 +69,17 @@ function parseAuthors(raw: string, issues: ValidationIssue[]): string[] | undefi
 
 /** Validate the metadata form: what to change, or the FastAPI-shaped issues. */
 function parseMetadataForm(
-  fields: Map<string, string>,
-  truncated: ReadonlySet<string>,
+  form: { fields: Map<string, string>; truncated: Set<string> },
+  maxFieldBytes: number,
 ): { patch: MetadataPatch; link: LinkPatch; issues: ValidationIssue[] } {
   const issues: ValidationIssue[] = [];
   const patch: MetadataPatch = {};
   const link: LinkPatch = {};
-  // Over-long values are refused, never stored cut (multipart cuts a field at MAX_FIELD_BYTES).
+  // Over-long values are refused by name, never stored cut (multipart cuts them at the limit).
+  tooLongFields(form, FIELDS, maxFieldBytes, issues);
   const sent = new Map<string, string>();
-  for (const [name, raw] of fields) {
-    if (!FIELDS.has(name)) continue; // other fields are ignored, as FastAPI does
-    if (truncated.has(name) || Buffer.byteLength(raw, "utf8") > MAX_FIELD_BYTES) issues.push(tooLong(name));
-    else sent.set(name, raw);
+  for (const [name, raw] of form.fields) {
+    if (FIELDS.has(name)) sent.set(name, raw); // other fields are ignored, as FastAPI does
   }
 
   for (const name of TEXT_FIELDS) {
@@ -158,13 +150,12 @@ const params = { type: "object", properties: { doc_id: { type: "string" } }, req
  * fields added), and the refserver-lite additions PDF replacement and deletion.
  */
 export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
-  await app.register(multipart, multipartOptions(ctx.maxUploadBytes));
+  await app.register(multipart, multipartOptions(ctx));
 
   app.post<{ Params: { doc_id: string } }>(
     "/api/v1/document/:doc_id/metadata",
     {
-      onRequest: ctx.authenticate,
-      bodyLimit: METADATA_BODY_LIMIT,
+      bodyLimit: metadataBodyLimit(ctx.maxFieldBytes),
       schema: {
         params,
         response: {
@@ -193,8 +184,8 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       },
     },
     async (request) => {
-      const { fields, truncated } = await readForm(request, ctx, { file: "drain" });
-      const { patch, link, issues } = parseMetadataForm(fields, truncated);
+      const form = await readForm(request, ctx, { file: "drain" });
+      const { patch, link, issues } = parseMetadataForm(form, ctx.maxFieldBytes);
       if (issues.length > 0) throw validationError(issues);
       const metadata = ctx.repo.updateMetadata(request.params.doc_id, patch, link);
       if (!metadata) throw new HttpError(404, "Document not found");
@@ -205,7 +196,6 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
   app.put<{ Params: { doc_id: string } }>(
     "/api/v1/document/:doc_id/pdf",
     {
-      onRequest: ctx.authenticate,
       schema: {
         params,
         response: {
@@ -230,6 +220,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
 
         const issues: ValidationIssue[] = [];
         if (form.clientName === undefined) issues.push(missingField("body", "file"));
+        tooLongFields(form, ["zotero_version"], ctx.maxFieldBytes, issues);
         const version = boundedInt(form.fields, "zotero_version", 0, Number.MAX_SAFE_INTEGER, issues);
         if (issues.length > 0) throw validationError(issues);
         if (!known) throw new HttpError(404, "Document not found");
@@ -245,7 +236,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
         try {
           await ctx.files.commit(staged, filePath);
         } catch (err) {
-          throw new HttpError(500, `Failed to save file: ${(err as NodeJS.ErrnoException).code ?? "I/O error"}`);
+          throw saveFailure(err);
         }
         committedPath = ctx.files.absolute(filePath);
         const fileSize = staged.size;
@@ -274,7 +265,6 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
   app.delete<{ Params: { doc_id: string } }>(
     "/api/v1/document/:doc_id",
     {
-      onRequest: ctx.authenticate,
       schema: {
         params,
         response: {

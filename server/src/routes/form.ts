@@ -11,15 +11,47 @@ import type { AppContext } from "../context.js";
 import { HttpError, intParsing, type ValidationIssue } from "../errors.js";
 import type { StagedFile } from "../storage.js";
 
-/** Largest value of one form field (bytes): @fastify/multipart's `fieldSize` for every route. */
-export const MAX_FIELD_BYTES = 1024 * 1024;
+/** Default largest value of one form field (bytes), e.g. a title, the authors, an abstract. */
+export const DEFAULT_MAX_FIELD_BYTES = 64 * 1024;
 
-/** The @fastify/multipart options of every route plugin that reads multipart bodies. */
-export function multipartOptions(maxUploadBytes: number): FastifyMultipartOptions {
+/** Years a paper may carry. */
+export const MIN_YEAR = 1;
+export const MAX_YEAR = 9999;
+
+/** How many fields, file parts and parts (the two together) one multipart body may hold. */
+export const MULTIPART_COUNTS = { fields: 64, files: 4, parts: 80 } as const;
+
+/**
+ * The @fastify/multipart options of every route plugin that reads multipart bodies. A field
+ * longer than `maxFieldBytes` is cut by busboy and flagged (`valueTruncated`); the routes then
+ * refuse it by name, never storing it cut.
+ */
+export function multipartOptions(ctx: Pick<AppContext, "maxUploadBytes" | "maxFieldBytes">): FastifyMultipartOptions {
   return {
     throwFileSizeLimit: true,
-    limits: { fileSize: maxUploadBytes, files: 4, fields: 64, fieldSize: MAX_FIELD_BYTES, parts: 80 },
+    limits: { fileSize: ctx.maxUploadBytes, fieldSize: ctx.maxFieldBytes, ...MULTIPART_COUNTS },
   };
+}
+
+/** A 413 naming the upload limit. */
+export function fileTooLarge(maxUploadBytes: number): HttpError {
+  return new HttpError(413, `File too large: the limit is ${maxUploadBytes} bytes per file`);
+}
+
+/** @fastify/multipart's limit errors, as 413s that name the limit hit; other errors as they are. */
+function namedLimitError(err: unknown, ctx: Pick<AppContext, "maxUploadBytes">): unknown {
+  switch ((err as { code?: unknown } | null)?.code) {
+    case "FST_REQ_FILE_TOO_LARGE":
+      return fileTooLarge(ctx.maxUploadBytes);
+    case "FST_FIELDS_LIMIT":
+      return new HttpError(413, `Too many form fields: the limit is ${MULTIPART_COUNTS.fields} fields`);
+    case "FST_FILES_LIMIT":
+      return new HttpError(413, `Too many files: the limit is ${MULTIPART_COUNTS.files} file parts`);
+    case "FST_PARTS_LIMIT":
+      return new HttpError(413, `Too many parts: the limit is ${MULTIPART_COUNTS.parts} parts (fields and files together)`);
+    default:
+      return err;
+  }
 }
 
 export async function drain(stream: Readable): Promise<void> {
@@ -30,7 +62,7 @@ export async function drain(stream: Readable): Promise<void> {
 export interface ParsedForm {
   /** Field values; the first of a repeated multipart field wins. */
   fields: Map<string, string>;
-  /** Multipart fields whose value was cut at MAX_FIELD_BYTES. */
+  /** Fields whose value is longer than the field limit (multipart cut it; urlencoded: measured). */
   truncated: Set<string>;
   /** The `file` part, streamed to a temp file (only with `file: "stage"`). */
   staged: StagedFile | undefined;
@@ -52,6 +84,7 @@ export async function readForm(
   ctx: AppContext,
   options: { file: "stage" | "drain" },
 ): Promise<ParsedForm> {
+  let diskFull: HttpError | undefined;
   const form: ParsedForm = {
     fields: new Map(),
     truncated: new Set(),
@@ -83,11 +116,12 @@ export async function readForm(
             form.staged = await ctx.files.stage(part.file);
           } catch (err) {
             if (err instanceof HttpError && err.statusCode === 400) form.notPdf = err;
+            // A full disk: the file is gone and its part was read to the end; read the rest of
+            // the form too, so the client gets the 507 rather than a reset connection.
+            else if (err instanceof HttpError && err.statusCode === 507) diskFull = err;
             else throw err;
           }
-          if (part.file.truncated) {
-            throw new HttpError(413, `File too large: the limit is ${ctx.maxUploadBytes} bytes`);
-          }
+          if (part.file.truncated) throw fileTooLarge(ctx.maxUploadBytes);
         } else if (!form.fields.has(part.fieldname)) {
           form.fields.set(part.fieldname, typeof part.value === "string" ? part.value : String(part.value));
           if (part.valueTruncated) form.truncated.add(part.fieldname);
@@ -95,13 +129,16 @@ export async function readForm(
       }
     } else if (request.body && typeof request.body === "object") {
       for (const [k, v] of Object.entries(request.body as Record<string, unknown>)) {
-        if (typeof v === "string") form.fields.set(k, v);
+        if (typeof v !== "string") continue;
+        form.fields.set(k, v);
+        if (Buffer.byteLength(v, "utf8") > ctx.maxFieldBytes) form.truncated.add(k);
       }
     }
+    if (diskFull) throw diskFull;
     return form;
   } catch (err) {
     if (form.staged) await ctx.files.discard(form.staged.tempPath);
-    throw err;
+    throw namedLimitError(err, ctx);
   }
 }
 
@@ -126,8 +163,10 @@ export function boundedInt(
 ): number | null {
   const value = optionalInt(fields, name, issues);
   if (value === null) return null;
-  const input = fields.get(name)?.trim();
-  if (value < min) {
+  const input = fields.get(name)?.trim() ?? "";
+  // Compared exactly (BigInt): "99999999999999999999999" is out of range, not 1e23.
+  const exact = BigInt(input);
+  if (exact < BigInt(min)) {
     issues.push({
       type: "greater_than_equal",
       loc: ["body", name],
@@ -136,7 +175,7 @@ export function boundedInt(
     });
     return null;
   }
-  if (value > max) {
+  if (exact > BigInt(max)) {
     issues.push({ type: "less_than_equal", loc: ["body", name], msg: `Input should be less than or equal to ${max}`, input });
     return null;
   }
@@ -146,4 +185,26 @@ export function boundedInt(
 export function optionalString(fields: Map<string, string>, name: string): string | null {
   const raw = fields.get(name);
   return raw === undefined || raw.trim() === "" ? null : raw.trim();
+}
+
+/**
+ * The named fields over the field limit, as FastAPI's `string_too_long` issues; their values
+ * are dropped from `fields` so nothing reads them cut.
+ */
+export function tooLongFields(
+  form: Pick<ParsedForm, "fields" | "truncated">,
+  names: Iterable<string>,
+  maxFieldBytes: number,
+  issues: ValidationIssue[],
+): void {
+  for (const name of names) {
+    if (!form.truncated.has(name)) continue;
+    form.fields.delete(name);
+    issues.push({
+      type: "string_too_long",
+      loc: ["body", name],
+      msg: `String should have at most ${maxFieldBytes} bytes`,
+      ctx: { max_length: maxFieldBytes },
+    });
+  }
 }

@@ -60,7 +60,6 @@ export const jobRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) 
   app.get<{ Params: { job_id: string } }>(
     "/api/v1/job/:job_id",
     {
-      onRequest: ctx.authenticate,
       schema: {
         params: { type: "object", properties: { job_id: { type: "string" } }, required: ["job_id"] },
         response: { 200: jobSchema, ...errorResponses },
@@ -76,7 +75,6 @@ export const jobRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) 
   app.get<{ Querystring: { status?: string; limit: number; offset: number } }>(
     "/api/v1/jobs",
     {
-      onRequest: ctx.authenticate,
       schema: {
         querystring: {
           type: "object",

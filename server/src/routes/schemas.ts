@@ -23,4 +23,5 @@ export const errorResponses = {
   413: detailSchema,
   422: detailSchema,
   500: detailSchema,
+  507: detailSchema,
 } as const;

@@ -4,8 +4,8 @@ import multipart from "@fastify/multipart";
 import type { RouteOptions } from "../context.js";
 import type { NewUpload } from "../db/repository.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
-import { sanitizeFilename, type StagedFile } from "../storage.js";
-import { multipartOptions, optionalInt, optionalString, readForm } from "./form.js";
+import { sanitizeFilename, saveFailure, type StagedFile } from "../storage.js";
+import { boundedInt, MAX_YEAR, MIN_YEAR, multipartOptions, optionalString, readForm, tooLongFields } from "./form.js";
 import { errorResponses } from "./schemas.js";
 
 /** `authors` is a JSON array of strings; be lenient with a bare name or a non-array. */
@@ -22,13 +22,24 @@ function parseAuthors(raw: string): string[] {
   return [trimmed];
 }
 
+/** The upload's form fields; each is refused by name when longer than the field limit. */
+const UPLOAD_FIELDS = [
+  "title",
+  "authors",
+  "year",
+  "zotero_key",
+  "zotero_library_id",
+  "zotero_version",
+  "collection_keys",
+  "tags",
+] as const;
+
 export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
-  await app.register(multipart, multipartOptions(ctx.maxUploadBytes));
+  await app.register(multipart, multipartOptions(ctx));
 
   app.post(
     "/api/v1/papers/upload_with_metadata",
     {
-      onRequest: ctx.authenticate,
       schema: {
         response: {
           200: {
@@ -56,12 +67,14 @@ export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
 
         const issues: ValidationIssue[] = [];
         if (clientName === undefined) issues.push(missingField("body", "file"));
+        // Over-long values are refused by name, never stored cut.
+        tooLongFields(form, UPLOAD_FIELDS, ctx.maxFieldBytes, issues);
         const rawTitle = fields.get("title");
-        if (rawTitle === undefined) issues.push(missingField("body", "title"));
+        if (rawTitle === undefined && !form.truncated.has("title")) issues.push(missingField("body", "title"));
         const rawAuthors = fields.get("authors");
-        if (rawAuthors === undefined) issues.push(missingField("body", "authors"));
-        const year = optionalInt(fields, "year", issues);
-        const zoteroVersion = optionalInt(fields, "zotero_version", issues);
+        if (rawAuthors === undefined && !form.truncated.has("authors")) issues.push(missingField("body", "authors"));
+        const year = boundedInt(fields, "year", MIN_YEAR, MAX_YEAR, issues);
+        const zoteroVersion = boundedInt(fields, "zotero_version", 0, Number.MAX_SAFE_INTEGER, issues);
         if (issues.length > 0) throw validationError(issues);
         if (badName) throw new HttpError(400, "Only PDF files are allowed");
         if (notPdf) throw notPdf;
@@ -98,7 +111,7 @@ export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
         try {
           await ctx.files.commit(staged, upload.filePath);
         } catch (err) {
-          throw new HttpError(500, `Failed to save file: ${(err as NodeJS.ErrnoException).code ?? "I/O error"}`);
+          throw saveFailure(err);
         }
         committedPath = ctx.files.absolute(upload.filePath);
         staged = undefined;

@@ -43,7 +43,6 @@ export const zoteroRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
   app.get<{ Querystring: { library_id: string } }>(
     "/api/v1/zotero/links",
     {
-      onRequest: ctx.authenticate,
       schema: {
         querystring: {
           type: "object",
