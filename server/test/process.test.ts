@@ -37,6 +37,9 @@ describe("the refserver-lite command", () => {
       "--data", "--port", "--host", "--busy-timeout", "--max-upload-mb", "--no-worker", "--naive", "--log-level",
       "--help", "--version", "REFSERVER_ADMIN_USER", "REFSERVER_ADMIN_PASSWORD", "REFSERVER_DATA", "REFSERVER_PORT",
       "REFSERVER_HOST", "REFSERVER_BUSY_TIMEOUT_MS", "REFSERVER_MAX_UPLOAD_MB", "REFSERVER_LOG_LEVEL",
+      "--max-field-kb", "--public-read", "--login-ip-failures", "--login-user-failures", "--login-window-s",
+      "REFSERVER_MAX_FIELD_KB", "REFSERVER_PUBLIC_READ", "REFSERVER_LOGIN_IP_FAILURES", "REFSERVER_LOGIN_USER_FAILURES",
+      "REFSERVER_LOGIN_WINDOW_S",
     ]) {
       expect(stdout, word).toContain(word);
     }
