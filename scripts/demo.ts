@@ -129,7 +129,7 @@ async function main(): Promise<number> {
     say(`   server        ${server.url}   (GET /health)`);
     say(`   jobs          curl -s -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/jobs`);
     say(`                 with TOKEN=$(curl -s -d username=admin -d password=<the password above> ${server.url}/api/v1/auth/login | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')`);
-    say(`   progress      ${server.url}/api/v1/admin/progress`);
+    say(`   progress      curl -s -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/admin/progress`);
     if (report) say(`   report        ${report}`);
     say(`   checkpoint    ${join(state, "checkpoint.ndjson")}   (run it again: nothing is sent twice)`);
     say(`   Zotero data   ${layout.dataDir}   (read through a snapshot, left untouched)`);
