@@ -14,7 +14,7 @@ export interface RunSummary {
   deferredByLimit: number;
   bytes: number;
   retries: number;
-  /** Papers already on the server whose metadata was brought in step with Zotero. */
+  /** Papers already on the server brought in step with Zotero (metadata, PDF or both). */
   updated: number;
   /** Papers whose PDF the server replaced (same doc_id). */
   replaced: number;
@@ -86,7 +86,7 @@ export function formatSummary(s: RunSummary): string {
     .map(([reason, n]) => `${skipReasonText[reason as SkipReason]}: ${n}`)
     .join("; ");
   const lines = [
-    `Imported ${s.imported}, ${s.updated > 0 || s.replaced > 0 ? `updated ${s.updated}${s.replaced > 0 ? ` (${s.replaced} PDF${s.replaced === 1 ? "" : "s"} replaced)` : ""}, ` : ""}already on the server ${s.alreadyPresent}, skipped ${skippedTotal}${skippedTotal ? ` (${reasons})` : ""}, failed ${s.failed.length}.`,
+    `Imported ${s.imported}, ${s.updated > 0 ? `updated ${s.updated}${s.replaced > 0 ? ` (${s.replaced} PDF${s.replaced === 1 ? "" : "s"} replaced)` : ""}, ` : ""}already on the server ${s.alreadyPresent}, skipped ${skippedTotal}${skippedTotal ? ` (${reasons})` : ""}, failed ${s.failed.length}.`,
   ];
   if (s.metadataPending > 0) lines.push(`${s.metadataPending} imported with metadata pending: the next run sends it.`);
   for (const p of s.pdfChanged.slice(0, 20)) lines.push(`  PDF changed in Zotero, the server keeps the older file: ${p.key} "${truncate(p.title, 50)}"`);

@@ -73,6 +73,8 @@ export function uploadFilename(name: string | null, fallbackKey: string): string
 /** RefServerLite client: login (with retries), upload_with_metadata, known Zotero keys. */
 export class RefServerClient {
   private token: string | null = null;
+  /** The server answered GET /api/v1/zotero/links: it is refserver-lite (or speaks its extensions). */
+  private listsLinks = false;
   private loginInFlight: Promise<string> | null = null;
 
   constructor(private readonly options: RefServerOptions) {}
@@ -310,7 +312,9 @@ export class RefServerClient {
   async updateMetadata(docId: string, meta: UploadMetadata, signal?: AbortSignal, onRetry?: RefServerOptions["onRetry"]): Promise<OptionalCallOutcome> {
     const form = new URLSearchParams();
     form.set("title", meta.title);
-    form.set("authors", meta.authors.join(", "));
+    // The original takes one comma-separated string; refserver-lite (which lists its links)
+    // also takes a JSON array, which keeps a name with a comma in it whole.
+    form.set("authors", this.listsLinks ? JSON.stringify(meta.authors) : meta.authors.join(", "));
     form.set("journal", meta.journal ?? "");
     if (meta.year !== null) form.set("year", String(meta.year));
     form.set("abstract", meta.abstract ?? "");
@@ -414,6 +418,7 @@ export class RefServerClient {
     const body = safeJson(text) as { links?: unknown } | unknown[] | undefined;
     const list = Array.isArray(body) ? body : body && typeof body === "object" && Array.isArray((body as { links?: unknown }).links) ? ((body as { links: unknown[] }).links) : null;
     if (!list) return null;
+    this.listsLinks = true;
     const out = new Map<string, KnownLink>();
     for (const entry of list) {
       if (!entry || typeof entry !== "object") continue;

@@ -76,6 +76,8 @@ export function metadataFor(candidate: Candidate, libraryId: string, attachment:
 export interface MetadataSent {
   meta?: string;
   metaPending?: boolean;
+  /** The server answered "document not found": the paper is no longer there. */
+  missingDoc?: boolean;
 }
 
 /**
@@ -89,6 +91,7 @@ export async function sendMetadata(o: Pick<PipelineOptions, "client" | "emit">, 
   if (docId === null) return { meta: digest, metaPending: false };
   try {
     const outcome = await o.client.updateMetadata(docId, meta, signal, ({ error, attempt, delayMs }) => onRetry({ error, attempt, delayMs }));
+    if (outcome.kind === "missing-doc") return { metaPending: true, missingDoc: true };
     if (outcome.kind === "unsupported") warnOnce(o, "metadata", `the RefServer has no metadata endpoint (${outcome.status}): journal, DOI and abstract are not sent`);
     return { meta: digest, metaPending: false };
   } catch (error) {
@@ -207,7 +210,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         // The fields the upload has no room for (journal, DOI, abstract) go through the
         // metadata endpoint. Its failure never loses the paper: "metadata pending", sent next run.
         const sent = await sendMetadata(o, c, outcome.docId, meta, hard, onRetry("metadata"));
-        await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size, md5: file.md5, ...sent });
+        await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size, md5: file.md5, ...(sent.meta ? { meta: sent.meta } : {}), ...(sent.metaPending ? { metaPending: true } : {}) });
         await rm(file.path, { force: true });
         o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
         return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size, ...(sent.metaPending ? { metaPending: true } : {}) };

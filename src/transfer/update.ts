@@ -90,7 +90,12 @@ export async function runUpdates(o: UpdateOptions): Promise<UpdateResult> {
       if (u.metadata) {
         if (o.stop.aborted) throw new ImportError("INTERRUPTED", "stopped before the metadata update");
         const sent = await sendMetadata(o, u.candidate ?? u, u.docId, u.meta, o.hardStop, onRetry("metadata"));
-        await record(u, { ...sent });
+        if (sent.missingDoc) {
+          // Against a server that cannot list its papers, this 404 is the one sign of a lost paper.
+          result.lost.push(u.item.key);
+          return;
+        }
+        await record(u, { ...(sent.meta ? { meta: sent.meta } : {}), ...(sent.metaPending !== undefined ? { metaPending: sent.metaPending } : {}) });
         if (sent.metaPending) result.failed.push({ key: u.item.key, title: u.item.title, message: "metadata pending" });
         else result.updated.push(u.item.key);
       }

@@ -84,6 +84,8 @@ export interface ListOptions {
   since?: number | undefined;
   /** Item keys to include whatever their version (unfinished from earlier runs). */
   alsoKeys?: string[] | undefined;
+  /** Items to list with all their attachments, changed or not (their uploaded PDF went away). */
+  withChildren?: readonly string[] | undefined;
   signal?: AbortSignal | undefined;
 }
 

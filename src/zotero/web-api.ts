@@ -206,17 +206,28 @@ export class ZoteroWebApi implements ZoteroSource {
       this.fetchAll("/items/top", sinceQuery, options.signal, add),
       this.fetchAll("/items", { ...sinceQuery, itemType: "attachment" }, options.signal, add),
     ]);
-    let version = Math.max(top.version, attachments.version);
+    // The sync point is the older of the two: whatever changed meanwhile is listed again next time.
+    const version = Math.min(top.version, attachments.version);
     if (since !== undefined) {
       // Incremental: bring in the parents of changed attachments (a changed parent's new
       // attachments changed too), and the unfinished keys of earlier runs with their parents.
       let wanted = [...new Set([...builder.missingParents(), ...(options.alsoKeys ?? []).filter((k) => !builder.has(k))])];
       for (let round = 0; wanted.length > 0 && round < 3; round++) {
         for (let i = 0; i < wanted.length; i += KEYS_PER_REQUEST) {
-          const extra = await this.fetchAll("/items", { itemKey: wanted.slice(i, i + KEYS_PER_REQUEST).join(",") }, options.signal, add);
-          version = Math.max(version, extra.version);
+          await this.fetchAll("/items", { itemKey: wanted.slice(i, i + KEYS_PER_REQUEST).join(",") }, options.signal, add);
         }
         wanted = builder.missingParents().filter((k) => !wanted.includes(k));
+      }
+      // Items whose uploaded PDF went away: their other attachments, unchanged, are not in a
+      // `since` listing, yet one of them may be the PDF now.
+      for (const key of options.withChildren ?? []) {
+        try {
+          if (!builder.has(key)) await this.fetchAll("/items", { itemKey: key }, options.signal, add);
+          await this.fetchAll(`/items/${encodeURIComponent(key)}/children`, {}, options.signal, add);
+        } catch (error) {
+          // Deleted meanwhile: the next run's trash/deletion check tells.
+          if (!(error instanceof ImportError && error.code === "ZOTERO_NOT_FOUND")) throw error;
+        }
       }
     }
     const listing = builder.build(this.library, version);

@@ -608,7 +608,7 @@ describe("exactly once across runs with edits in between", () => {
 
     const second = await runCli(["--json"], w.sandbox);
     expect(second.code, out(second)).toBe(0);
-    expect(parseJson<RunJson>(second)).toMatchObject({ imported: 0, updated: 3, replaced: 1, failed: [], updateFailed: [], gone: { trash: 1, deleted: 0 } });
+    expect(parseJson<RunJson>(second)).toMatchObject({ imported: 0, updated: 4, replaced: 1, failed: [], updateFailed: [], gone: { trash: 1, deleted: 0 } });
 
     const mark = w.proxy.log.length;
     const full = await runCli(["--since", "0", "--json"], w.sandbox);
@@ -636,3 +636,72 @@ describe("exactly once across runs with edits in between", () => {
     expect(proxyWrites(w.proxy, markLast)).toEqual([]);
   });
 });
+
+describe("regressions found while writing these tests", () => {
+  it("an item restored in Zotero after --prune removed it is imported again", async () => {
+    let trashed = "";
+    const w = await realWorld((lib) => {
+      for (let i = 0; i < 3; i++) lib.addParentWithPdf();
+      trashed = lib.pdfPairs()[1]!.parent!.key;
+    });
+    expect((await runCli(["--json"], w.sandbox)).code).toBe(0);
+    w.library.trash(trashed);
+    const prune = await runCli(["--prune"], w.sandbox);
+    expect(prune.code, out(prune)).toBe(0);
+    expect((await linksByKey(w.server)).has(trashed)).toBe(false);
+    w.library.restore(trashed);
+    const again = await runCli([], w.sandbox);
+    expect(again.code, out(again)).toBe(0);
+    expect(reportOf(again)).toMatchObject({ imported: 1, skipped: {} });
+    expect((await linksByKey(w.server)).has(trashed)).toBe(true);
+  });
+
+  it("an author whose name holds a comma stays one author on refserver-lite after the metadata call", async () => {
+    let key = "";
+    const w = await realWorld((lib) => {
+      key = lib.addParentWithPdf({ title: "Institutional", creators: [{ creatorType: "author", name: "Ministry of Health, Labour and Welfare" }, author("Ada", "Lovelace")] }).parentKey;
+    });
+    const r = await runCli(["--json"], w.sandbox);
+    expect(r.code, out(r)).toBe(0);
+    const doc = await getDocument(w.server, (await linksByKey(w.server)).get(key)!.doc_id);
+    expect(doc.metadata.authors).toEqual(["Ministry of Health, Labour and Welfare", "Ada Lovelace"]);
+  });
+
+  it("a metadata edit for a paper the server answers 'Document not found' to is not counted as updated: it is reported lost", async () => {
+    let key = "";
+    const w = await fakeWorld((lib) => {
+      for (let i = 0; i < 2; i++) lib.addParentWithPdf();
+      key = lib.pdfPairs()[0]!.parent!.key;
+    });
+    expect((await runCli(["--json"], w.sandbox)).code).toBe(0);
+    // Gone from the server's database (the original has no DELETE and no links endpoint).
+    const p = w.refserver.papers.get(key)!;
+    w.refserver.papers.delete(key);
+    w.refserver.allPapers.splice(w.refserver.allPapers.indexOf(p), 1);
+    w.library.update(key, { title: "Edited after the server lost it" });
+    const r = await runCli([], w.sandbox);
+    expect(r.stdout).toContain("1 paper imported earlier is no longer on the server");
+    expect(reportOf(r)).toMatchObject({ updated: 0, lost: [{ key }] });
+  });
+
+  it("the uploaded PDF moved to the trash, another PDF of the item now its own: the incremental run replaces it", async () => {
+    let key = "";
+    let first = "";
+    let second = "";
+    const w = await realWorld((lib) => {
+      const p = lib.addParent({ title: "Two PDFs" });
+      key = p.key;
+      first = lib.addStoredAttachment(p.key, { body: newPdf("first") }).key;
+      second = lib.addStoredAttachment(p.key, { body: newPdf("second one") }).key;
+    });
+    expect((await runCli(["--json"], w.sandbox)).code).toBe(0);
+    const docId = (await linksByKey(w.server)).get(key)!.doc_id;
+    expect(md5(await w.server.download(docId))).toBe(md5(w.library.files.get(first)!));
+    w.library.trash(first);
+    const r = await runCli([], w.sandbox);
+    expect(r.code, out(r)).toBe(0);
+    expect(reportOf(r)).toMatchObject({ replaced: 1 });
+    expect(md5(await w.server.download(docId))).toBe(md5(w.library.files.get(second)!));
+  });
+});
+

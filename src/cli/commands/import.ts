@@ -255,16 +255,15 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
 
   const { source, pacer, client } = connect(config, io, emit, held);
 
-  // ---- list
-  const listed = await listStage(config, flags, io, source, state, emit);
+  // ---- what left Zotero since it was imported (trash, deleted), then the listing
+  const { gone, relist } = await goneStage(source, state, io, emit);
+  const listed = await listStage(config, flags, io, source, state, emit, relist);
   run.since = listed.since;
   run.libraryVersion = listed.listing.libraryVersion;
 
   // ---- what the server holds (the dry run too: a preview that does not know the server lies)
   await client.login(io.hardStop);
   const known: Map<string, KnownLink> | null = await client.knownKeys(library.id, io.hardStop);
-  // ---- what left Zotero since it was imported (trash, deleted)
-  const gone = await goneStage(source, state, io, emit);
   if (io.stop.aborted) throw new ImportError("INTERRUPTED", "stopped by a signal before any paper was started; the next run starts over from the listing");
 
   // ---- plan
@@ -336,7 +335,7 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   const summary = summarise(plan, result, limit);
   for (const r of result.results) if (r.metaPending) summary.metadataPending++;
   if (updates) {
-    summary.updated = updates.updated.length;
+    summary.updated = new Set([...updates.updated, ...updates.replaced]).size;
     summary.replaced = updates.replaced.length;
     summary.pdfChanged = updates.staleNow;
     summary.updateFailed = updates.failed;
@@ -354,7 +353,7 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   let exit: number = ExitCode.Ok;
   if (result.stoppedBy === "signal" || (updates?.interrupted ?? 0) > 0) exit = ExitCode.Interrupted;
   else if (fatal) exit = exitCodeFor(fatal);
-  else if (summary.failed.length > 0 || summary.updateFailed.length > 0 || summary.metadataPending > 0) exit = ExitCode.SomeFailed;
+  else if (summary.failed.length > 0 || summary.updateFailed.length > 0 || summary.metadataPending > 0 || summary.lost.length > 0) exit = ExitCode.SomeFailed;
 
   if (!journal.failure) {
     // A complete pass over this selection: the next run only asks Zotero for changes. An
@@ -413,17 +412,23 @@ export function connect(config: Config, io: CliIo, emit: Emit, held: Held): Conn
   return { source, pacer, client };
 }
 
-/** Which imported papers are in Zotero's trash or deleted there; null when the source cannot tell. */
-export async function goneStage(source: ConfiguredSource, state: JournalState, io: CliIo, emit: Emit): Promise<GoneKeys | null> {
-  if (!source.goneKeys) return null;
-  const doneKeys = [...state.items.values()].filter((s) => s.status === "done").map((s) => s.key);
-  if (doneKeys.length === 0) return null;
+/**
+ * Which imported papers (and uploaded attachments) are in Zotero's trash or deleted there; null
+ * when the source cannot tell. `relist`: the papers whose uploaded PDF went away, so the listing
+ * brings them with their attachments now (another PDF may be the one).
+ */
+export async function goneStage(source: ConfiguredSource, state: JournalState, io: CliIo, emit: Emit): Promise<{ gone: GoneKeys | null; relist: string[] }> {
+  const done = [...state.items.values()].filter((s) => s.status === "done");
+  if (!source.goneKeys || done.length === 0) return { gone: null, relist: [] };
   try {
-    return await source.goneKeys(doneKeys, io.hardStop);
+    const gone = await source.goneKeys([...done.map((s) => s.key), ...done.flatMap((s) => (s.att && s.att !== s.key ? [s.att] : []))], io.hardStop);
+    const isGone = (k: string): boolean => gone.trash.has(k) || gone.deleted.has(k);
+    const relist = done.filter((s) => s.att && s.att !== s.key && isGone(s.att) && !isGone(s.key)).map((s) => s.key);
+    return { gone, relist };
   } catch (error) {
     if (error instanceof ImportError && (error.code === "INTERRUPTED" || error.code === "ZOTERO_AUTH")) throw error;
     emit({ type: "log", level: "warn", message: `cannot tell which imported papers left Zotero (${messageOf(error)}); the next run asks again` });
-    return null;
+    return { gone: null, relist: [] };
   }
 }
 
@@ -436,7 +441,7 @@ interface Listed {
 }
 
 /** Collections → since → the listing → importable candidates and skips. */
-export async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: ConfiguredSource, state: JournalState, emit: Emit): Promise<Listed> {
+export async function listStage(config: Config, flags: ImportFlags, io: CliIo, source: ConfiguredSource, state: JournalState, emit: Emit, relist: readonly string[] = []): Promise<Listed> {
   const collectionsWanted = flags.collection && flags.collection.length > 0 ? flags.collection : config.import_options.collections;
   let collectionKeys: string[] = [];
   let collectionRequests = 0;
@@ -451,11 +456,12 @@ export async function listStage(config: Config, flags: ImportFlags, io: CliIo, s
     collectionKeys = resolved.keys;
   }
   const filter = filterSignature(config, collectionKeys);
-  // Unfinished items (failed, interrupted) and their attachments are listed again whatever
-  // the sync point says, so their PDFs come along in incremental listings.
-  const also = new Set<string>();
+  // Items not in a final state (failed, interrupted, metadata pending, removed from the server
+  // and maybe restored in Zotero, their uploaded PDF gone) and their attachments are listed
+  // again whatever the sync point says, so their PDFs come along in incremental listings.
+  const also = new Set<string>(relist);
   for (const s of state.items.values()) {
-    if (s.status !== "failed" && s.status !== "started" && !(s.status === "done" && s.metaPending)) continue;
+    if (s.status !== "failed" && s.status !== "started" && s.status !== "removed" && !(s.status === "done" && s.metaPending)) continue;
     also.add(s.key);
     if (s.att) also.add(s.att);
   }
@@ -464,7 +470,7 @@ export async function listStage(config: Config, flags: ImportFlags, io: CliIo, s
   const saved = alsoKeys.length > 2_000 ? undefined : state.syncVersions.get(filter);
   const since = flags.since ?? saved;
 
-  const listing = await source.list({ since, alsoKeys, signal: io.hardStop });
+  const listing = await source.list({ since, alsoKeys, withChildren: relist, signal: io.hardStop });
   emit({ type: "listed", items: listing.items.length, requests: listing.requests + collectionRequests, libraryVersion: listing.libraryVersion, since: since ?? null });
   for (const bad of listing.invalid) emit({ type: "log", level: "warn", message: `Zotero item ${bad.key} ignored: ${bad.reason}` });
 

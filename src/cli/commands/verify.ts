@@ -110,7 +110,7 @@ async function verifyOnce(config: Config, flags: VerifyFlags, io: CliIo, journal
     const listed = await listStage(config, { collection: flags.collection, since: undefined }, io, source, { ...state, syncVersions: new Map() }, emit);
     await client.login(io.hardStop);
     const known = await client.knownKeys(library.id, io.hardStop);
-    const gone = await goneStage(source, state, io, emit);
+    const { gone } = await goneStage(source, state, io, emit);
     const findings: Finding[] = [];
     const cannot: string[] = [];
     const byKey = new Map(listed.candidates.map((c) => [c.item.key, c]));
