@@ -13,6 +13,7 @@ import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { healthRoutes } from "./routes/health.js";
 import { protectedRoutes } from "./routes/protected.js";
 import { diskFullError, FileStore } from "./storage.js";
+import type { PdfLimits } from "./worker/limits.js";
 import { JobWorker } from "./worker/worker.js";
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024;
@@ -42,6 +43,8 @@ export interface AppOptions {
   worker?: boolean;
   /** Worker poll interval when idle. Default 1000 ms. */
   workerPollIntervalMs?: number;
+  /** What one PDF may cost the worker: time, decoded bytes per stream, stored text, thread memory (worker/limits.ts). */
+  pdfLimits?: Partial<PdfLimits>;
   /** Token lifetime. Default 480 minutes. */
   tokenTtlSeconds?: number;
   /** Reproduce the original's SQLite configuration (benchmark only). Default false. */
@@ -130,6 +133,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             log: app.log.child({ component: "worker" }),
             pollIntervalMs: options.workerPollIntervalMs ?? 1000,
             naive,
+            pdfLimits: options.pdfLimits,
           });
     const ctx: AppContext = {
       repo,

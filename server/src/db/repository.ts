@@ -581,8 +581,10 @@ export class Repository {
   /**
    * Step 1's results, in one short transaction: every page's text and the page count.
    * False (nothing written) when the paper was deleted or the job superseded meanwhile.
+   * `note` (what the PDF limits changed: text cut, page skipped) is kept as the text step's
+   * `text_error` while the step still completes.
    */
-  saveText(jobId: string, docId: string, pages: readonly string[]): boolean {
+  saveText(jobId: string, docId: string, pages: readonly string[], note?: string): boolean {
     return this.write(() => {
       if (!this.jobIsLive(jobId, docId)) return false;
       const t = now();
@@ -594,10 +596,10 @@ export class Repository {
         .run(pages.length, pages.join("\n\n"), t, docId);
       this.db
         .prepare(
-          `UPDATE processingjob SET text_status = 'completed', text_completed_at = ?, current_step = 'chunking',
+          `UPDATE processingjob SET text_status = 'completed', text_completed_at = ?, text_error = ?, current_step = 'chunking',
              chunking_status = 'running', progress_percentage = 50, updated_at = ? WHERE job_id = ?`,
         )
-        .run(t, t, jobId);
+        .run(t, note ?? null, t, jobId);
       return true;
     });
   }

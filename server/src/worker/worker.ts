@@ -1,9 +1,10 @@
 import type { FastifyBaseLogger } from "fastify";
-import type { ClaimedJob, Repository } from "../db/repository.js";
+import type { ChunkInput, ClaimedJob, Repository } from "../db/repository.js";
 import { isBusyError } from "../db/connection.js";
 import type { FileStore } from "../storage.js";
-import { chunkPages } from "./chunk.js";
-import { extractPages, PdfReadError } from "./pdf.js";
+import { ExtractionStopped, PdfExtractor, PdfLimitError } from "./extractor.js";
+import type { PdfLimits } from "./limits.js";
+import { PdfReadError, type ExtractedDocument } from "./pdf.js";
 
 export interface WorkerOptions {
   /** The worker's own repository (its own connection). */
@@ -16,6 +17,8 @@ export interface WorkerOptions {
   maxAttempts?: number;
   /** Reproduce the original's lazy job query held across documents (benchmark only). */
   naive?: boolean;
+  /** What one PDF may cost (time, decoded bytes, stored text, thread memory); defaults in limits.ts. */
+  pdfLimits?: Partial<PdfLimits>;
 }
 
 export interface WorkerStats {
@@ -29,9 +32,11 @@ export interface WorkerStats {
 
 /**
  * The background pipeline. Jobs live in the database; the worker claims one in a short
- * immediate transaction, parses with no transaction open, then writes each step's
- * results in one short immediate transaction. Stopping happens between steps; an
- * interrupted job keeps status `processing` and is resumed on the next start.
+ * immediate transaction, has the PDF read in a separate thread (PdfExtractor: text and chunks,
+ * within the PDF limits) with no transaction open, then writes each step's results in one short
+ * immediate transaction. This thread only claims jobs and writes results, so requests are
+ * answered while a PDF is read. Stopping ends the PDF thread at once; an interrupted job keeps
+ * status `processing` and is resumed on the next start.
  */
 export class JobWorker {
   private readonly repo: Repository;
@@ -40,6 +45,8 @@ export class JobWorker {
   private readonly pollIntervalMs: number;
   private readonly maxAttempts: number;
   private readonly naive: boolean;
+  /** Reads PDFs off the event loop. */
+  readonly extractor: PdfExtractor;
   private stopping = false;
   private running: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -53,6 +60,7 @@ export class JobWorker {
     this.pollIntervalMs = options.pollIntervalMs ?? 1000;
     this.maxAttempts = options.maxAttempts ?? 3;
     this.naive = options.naive ?? false;
+    this.extractor = new PdfExtractor({ limits: options.pdfLimits, log: this.log });
   }
 
   start(): void {
@@ -68,12 +76,14 @@ export class JobWorker {
     this.wake?.();
   }
 
-  /** Stop between steps and wait for the loop to end. */
+  /** Stop between steps (a PDF being read is abandoned, its job resumes on the next start) and wait. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.wake?.();
+    this.extractor.stop();
     await this.running;
     this.running = undefined;
+    await this.extractor.close();
   }
 
   /** Resolves the next time the worker finds the queue empty (tests, demos). */
@@ -133,30 +143,43 @@ export class JobWorker {
   private async process(job: ClaimedJob): Promise<void> {
     const log = this.log.child({ jobId: job.jobId, docId: job.docId });
     let pages: string[];
+    let chunks: ChunkInput[];
     if (job.textDone) {
       pages = this.repo.pageTexts(job.docId);
-    } else {
-      let extracted: string[] | null;
       try {
-        extracted = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
+        chunks = await this.extractor.chunk(pages);
       } catch (err) {
-        const message = err instanceof PdfReadError ? err.message : `Text extraction failed: ${(err as Error).message}`;
-        // The file may be gone because the paper was deleted or its PDF replaced meanwhile.
-        if (!this.repo.failJob(job.jobId, "text", message)) return this.skip(log);
-        this.stats.failed++;
-        log.warn({ reason: message }, "job failed");
-        return;
+        if (err instanceof ExtractionStopped) return; // stopping: resume on the next start
+        return this.fail(job, "chunking", `Chunking failed: ${(err as Error).message}`, log);
       }
-      if (extracted === null) return; // stopping: resume on the next start
-      pages = extracted;
-      if (!this.repo.saveText(job.jobId, job.docId, pages)) return this.skip(log);
-      log.debug({ pages: pages.length }, "text step done");
+    } else {
+      let doc: ExtractedDocument;
+      try {
+        doc = await this.extractor.extract(this.files.absolute(job.filePath));
+      } catch (err) {
+        if (err instanceof ExtractionStopped) return; // stopping: resume on the next start
+        const message =
+          err instanceof PdfReadError || err instanceof PdfLimitError ? err.message : `Text extraction failed: ${(err as Error).message}`;
+        return this.fail(job, "text", message, log);
+      }
+      pages = doc.pages;
+      chunks = doc.chunks;
+      const note = doc.notes.length > 0 ? doc.notes.join("; ") : undefined;
+      if (!this.repo.saveText(job.jobId, job.docId, pages, note)) return this.skip(log);
+      if (note) log.warn({ note }, "text step done within the PDF limits");
+      else log.debug({ pages: pages.length }, "text step done");
     }
     if (this.stopping) return; // between steps
-    const chunks = chunkPages(pages);
     if (!this.repo.saveChunks(job.jobId, job.docId, chunks)) return this.skip(log);
     this.stats.completed++;
     log.info({ pages: pages.length, chunks: chunks.length }, "job completed");
+  }
+
+  private fail(job: ClaimedJob, step: "text" | "chunking", message: string, log: FastifyBaseLogger): void {
+    // The file may be gone because the paper was deleted or its PDF replaced meanwhile.
+    if (!this.repo.failJob(job.jobId, step, message)) return this.skip(log);
+    this.stats.failed++;
+    log.warn({ reason: message }, "job failed");
   }
 
   /** The paper was deleted or the job superseded while it ran: drop the results, carry on. */
@@ -191,18 +214,18 @@ export class JobWorker {
       try {
         for (const job of batch) {
           if (this.stopping) break;
-          let pages: string[] | null;
+          let doc: ExtractedDocument;
           try {
-            pages = await extractPages(this.files.absolute(job.filePath), () => this.stopping);
+            doc = await this.extractor.extract(this.files.absolute(job.filePath));
           } catch (err) {
+            if (err instanceof ExtractionStopped) break;
             if (this.repo.failJob(job.jobId, "text", (err as Error).message)) this.stats.failed++;
             else this.stats.skipped++;
             continue;
           }
-          if (pages === null) break;
           if (
-            this.repo.saveText(job.jobId, job.docId, pages) &&
-            this.repo.saveChunks(job.jobId, job.docId, chunkPages(pages))
+            this.repo.saveText(job.jobId, job.docId, doc.pages) &&
+            this.repo.saveChunks(job.jobId, job.docId, doc.chunks)
           ) {
             this.stats.completed++;
           } else {
