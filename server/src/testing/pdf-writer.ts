@@ -3,12 +3,16 @@
  * with one page per entry, each page a list of paragraphs set in Helvetica, with a
  * correct cross-reference table. No binary fixtures need to be committed.
  */
+import { Readable } from "node:stream";
+import { createDeflate } from "node:zlib";
 
 export interface TestPdfOptions {
   /** Pages; each page is a list of paragraphs; each paragraph a list of lines. */
   pages: string[][][];
   /** Document title stored in the Info dictionary. */
   title?: string;
+  /** Page index -> that page's content stream, already FlateDecode-compressed (used instead of its paragraphs). */
+  flateContent?: ReadonlyArray<Buffer | undefined>;
 }
 
 function escapePdfString(s: string): string {
@@ -43,10 +47,13 @@ export function makeTestPdf(options: TestPdfOptions): Buffer {
   pages.forEach((paragraphs, i) => {
     const pageId = 5 + i * 2;
     const contentId = pageId + 1;
-    const stream = pageContent(paragraphs);
+    const flate = options.flateContent?.[i];
+    const stream = flate ? flate.toString("latin1") : pageContent(paragraphs);
     objects[pageId] =
       `<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> /Contents ${contentId} 0 R >>`;
-    objects[contentId] = `<< /Length ${Buffer.byteLength(stream, "latin1")} >>\nstream\n${stream}endstream`;
+    objects[contentId] = flate
+      ? `<< /Length ${flate.length} /Filter /FlateDecode >>\nstream\n${stream}\nendstream`
+      : `<< /Length ${Buffer.byteLength(stream, "latin1")} >>\nstream\n${stream}endstream`;
   });
 
   let out = "%PDF-1.4\n%\xe2\xe3\xcf\xd3\n";
@@ -80,4 +87,31 @@ export function makeSamplePdf(pageCount = 3, paragraphsPerPage = 2, label = "Sam
     pages.push(paragraphs);
   }
   return makeTestPdf({ pages, title: `${label} document` });
+}
+
+/** `head`, then `unit` repeated up to `decodedBytes`, then `tail`, deflated as it is made (about 1000:1). */
+export async function deflateRepeated(unit: string, decodedBytes: number, head = "", tail = ""): Promise<Buffer> {
+  const block = Buffer.from(unit.repeat(Math.max(1, Math.floor((1024 * 1024) / unit.length))), "latin1");
+  async function* source(): AsyncGenerator<Buffer> {
+    yield Buffer.from(head, "latin1");
+    for (let n = 0; n < decodedBytes; n += block.length) yield n + block.length <= decodedBytes ? block : block.subarray(0, decodedBytes - n);
+    yield Buffer.from(tail, "latin1");
+  }
+  const out: Buffer[] = [];
+  for await (const chunk of Readable.from(source()).pipe(createDeflate({ level: 9 }))) out.push(chunk as Buffer);
+  return Buffer.concat(out);
+}
+
+/**
+ * A hostile PDF: one page whose small content stream inflates to about `decodedBytes` of
+ * operators. "text": the same sentence shown again and again at one place, all of it page text
+ * (300 MB of operators make about 200 MB of text); "paths": line drawing, no text. About 1 MB
+ * for 300 MB.
+ */
+export async function makeInflatingPdf(decodedBytes: number, kind: "text" | "paths" = "text"): Promise<Buffer> {
+  const unit =
+    kind === "text" ? "1 0 0 1 72 700 Tm (The quick brown fox jumps over the lazy dog.) Tj\n" : "72 72 m 540 720 l S\n";
+  const content =
+    kind === "text" ? await deflateRepeated(unit, decodedBytes, "BT /F1 12 Tf\n", "ET\n") : await deflateRepeated(unit, decodedBytes);
+  return makeTestPdf({ pages: [[["hostile"]]], title: `inflating ${kind} PDF`, flateContent: [content] });
 }
