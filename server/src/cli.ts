@@ -5,6 +5,7 @@ import { DEFAULT_LOGIN_LIMITS } from "./login-limiter.js";
 import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { startServer } from "./server.js";
 import { VERSION } from "./version.js";
+import { DEFAULT_PDF_LIMITS, MB } from "./worker/limits.js";
 
 const HELP = `refserver-lite ${VERSION}: a RefServerLite-compatible paper server (SQLite, WAL)
 
@@ -27,6 +28,14 @@ Flags:
                           ${DEFAULT_LOGIN_LIMITS.maxFailuresPerUser}, 0 = no limit; env REFSERVER_LOGIN_USER_FAILURES)
   --login-window-s S      the failed-login window in seconds (default ${DEFAULT_LOGIN_LIMITS.windowMs / 1000}; env REFSERVER_LOGIN_WINDOW_S)
   --no-worker             do not run the background pipeline
+  --pdf-time-limit-s S    time to read one PDF; past it the job fails (default
+                          ${DEFAULT_PDF_LIMITS.timeLimitMs / 1000}; env REFSERVER_PDF_TIME_LIMIT_S)
+  --pdf-max-decoded-mb N  bytes one stream of a PDF may decode to (a page's content); a page
+                          over it is skipped, with a note (default ${DEFAULT_PDF_LIMITS.maxDecodedBytes / MB}; env REFSERVER_PDF_MAX_DECODED_MB)
+  --max-text-mb N         text stored per document; beyond it the text is cut, with a note
+                          (default ${DEFAULT_PDF_LIMITS.maxTextBytes / MB}; env REFSERVER_MAX_TEXT_MB)
+  --pdf-memory-mb N       heap of the thread that reads PDFs; past it the job fails (default
+                          ${DEFAULT_PDF_LIMITS.memoryMb}; env REFSERVER_PDF_MEMORY_MB)
   --naive                 reproduce the original server's SQLite configuration (rollback
                           journal, autocommit statements, deferred transactions, busy timeout
                           5 s, lazy job query held across documents): for benchmarks only
@@ -41,7 +50,8 @@ Environment:
   REFSERVER_DATA, REFSERVER_PORT, REFSERVER_HOST, REFSERVER_BUSY_TIMEOUT_MS,
   REFSERVER_MAX_UPLOAD_MB, REFSERVER_MAX_FIELD_KB, REFSERVER_PUBLIC_READ,
   REFSERVER_LOGIN_IP_FAILURES, REFSERVER_LOGIN_USER_FAILURES, REFSERVER_LOGIN_WINDOW_S,
-  REFSERVER_LOG_LEVEL   defaults for the flags above
+  REFSERVER_PDF_TIME_LIMIT_S, REFSERVER_PDF_MAX_DECODED_MB, REFSERVER_MAX_TEXT_MB,
+  REFSERVER_PDF_MEMORY_MB, REFSERVER_LOG_LEVEL   defaults for the flags above
 
 On start it prints one line to stdout: "refserver-lite listening on http://HOST:PORT".
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop the worker between steps,
@@ -78,6 +88,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         "login-user-failures": { type: "string" },
         "login-window-s": { type: "string" },
         "no-worker": { type: "boolean" },
+        "pdf-time-limit-s": { type: "string" },
+        "pdf-max-decoded-mb": { type: "string" },
+        "max-text-mb": { type: "string" },
+        "pdf-memory-mb": { type: "string" },
         naive: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -115,6 +129,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     maxFailuresPerUser: intOption("--login-user-failures", v["login-user-failures"] ?? env.REFSERVER_LOGIN_USER_FAILURES, DEFAULT_LOGIN_LIMITS.maxFailuresPerUser, 0),
     windowMs: intOption("--login-window-s", v["login-window-s"] ?? env.REFSERVER_LOGIN_WINDOW_S, DEFAULT_LOGIN_LIMITS.windowMs / 1000, 1) * 1000,
   };
+  const pdfLimits = {
+    timeLimitMs: intOption("--pdf-time-limit-s", v["pdf-time-limit-s"] ?? env.REFSERVER_PDF_TIME_LIMIT_S, DEFAULT_PDF_LIMITS.timeLimitMs / 1000, 1) * 1000,
+    maxDecodedBytes: intOption("--pdf-max-decoded-mb", v["pdf-max-decoded-mb"] ?? env.REFSERVER_PDF_MAX_DECODED_MB, DEFAULT_PDF_LIMITS.maxDecodedBytes / MB, 1) * MB,
+    maxTextBytes: intOption("--max-text-mb", v["max-text-mb"] ?? env.REFSERVER_MAX_TEXT_MB, DEFAULT_PDF_LIMITS.maxTextBytes / MB, 1) * MB,
+    memoryMb: intOption("--pdf-memory-mb", v["pdf-memory-mb"] ?? env.REFSERVER_PDF_MEMORY_MB, DEFAULT_PDF_LIMITS.memoryMb, 64),
+  };
   const level = v["log-level"] ?? env.REFSERVER_LOG_LEVEL ?? "info";
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(level)) fail(`unknown log level "${level}"`);
 
@@ -133,6 +153,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       process.stdout.write(`refserver-lite created admin "${user}" with password: ${password} (shown once)\n`);
     },
     worker: !v["no-worker"],
+    pdfLimits,
     naive: v.naive ?? false,
     // Request logs go to stderr so stdout keeps only the lines meant for scripts.
     logger: { level, stream: process.stderr },
