@@ -4,8 +4,10 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import { hashPassword, loadOrCreateSecret, randomPassword, TokenService, TOKEN_TTL_SECONDS } from "./auth.js";
 import { makeAuthenticate, type AppContext } from "./context.js";
 import { closeDatabase, DEFAULT_BUSY_TIMEOUT_MS, isBusyError, openDatabase } from "./db/connection.js";
+import { Library } from "./db/library.js";
 import { migrate } from "./db/migrations.js";
 import { Repository } from "./db/repository.js";
+import { SessionStore } from "./db/sessions.js";
 import { HttpError } from "./errors.js";
 import { DEFAULT_LOGIN_LIMITS, LoginLimiter, type LoginLimits } from "./login-limiter.js";
 import { authRoutes } from "./routes/auth.js";
@@ -15,6 +17,7 @@ import { protectedRoutes } from "./routes/protected.js";
 import { diskFullError, FileStore } from "./storage.js";
 import type { PdfLimits } from "./worker/limits.js";
 import { JobWorker } from "./worker/worker.js";
+import { loginRoutes } from "./web/login.js";
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024;
 export const DB_FILENAME = "refserver.db";
@@ -32,7 +35,7 @@ export interface AppOptions {
   publicRead?: boolean;
   /** Failed-login rate limits. Default 10 per address and 5 per username a minute. */
   loginLimits?: Partial<LoginLimits>;
-  /** The clock of the login limiter (tests). Default Date.now. */
+  /** The clock of the login limiter and of web session expiry (tests). Default Date.now. */
   now?: () => number;
   /** Admin to create or reset at start; when absent and no admin exists one is generated. */
   adminUser?: string;
@@ -144,6 +147,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       maxFieldBytes: options.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES,
       loginLimiter: new LoginLimiter({ ...DEFAULT_LOGIN_LIMITS, ...options.loginLimits }, options.now),
       authenticate: makeAuthenticate(repo, tokens),
+      library: new Library(db),
+      // Browser sessions live as long as a token (480 minutes by default).
+      sessions: new SessionStore(db, (options.tokenTtlSeconds ?? TOKEN_TTL_SECONDS) * 1000, options.now),
     };
     app.decorate("refserver", { ...ctx, generatedAdminPassword, workerRepo });
 
@@ -204,6 +210,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     let closing = false;
     app.addHook("preClose", async () => {
       closing = true;
+      // A response still being sent when the close begins (a PDF streaming out) keeps its
+      // keep-alive socket busy past the one sweep of idle sockets that close makes, and
+      // Fastify's 72 s keep-alive timeout would then hold the shutdown open (SIGTERM right
+      // after a download hung 30 s, then exit 1). From now on a socket that goes idle is
+      // dropped within 100 ms.
+      app.server.keepAliveTimeout = 100;
     });
     app.addHook("onSend", async (_request, reply, payload) => {
       if (closing) reply.header("connection", "close");
@@ -213,6 +225,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const routeOptions = { ctx };
     await app.register(healthRoutes, routeOptions);
     await app.register(authRoutes, routeOptions);
+    // The web pages' login form, login and logout (public); the pages are in protectedRoutes.
+    await app.register(loginRoutes, routeOptions);
     // Every other route needs a token (reads too, unless publicRead): see routes/protected.ts.
     await app.register(protectedRoutes, { ...routeOptions, publicRead: options.publicRead ?? false });
 

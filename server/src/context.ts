@@ -1,6 +1,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { TokenService } from "./auth.js";
 import type { Repository } from "./db/repository.js";
+import type { Library } from "./db/library.js";
+import type { SessionStore } from "./db/sessions.js";
 import type { LoginLimiter } from "./login-limiter.js";
 import type { FileStore } from "./storage.js";
 import type { JobWorker } from "./worker/worker.js";
@@ -19,6 +21,10 @@ export interface AppContext {
   /** Failed-login rate limiting (per address, per username). */
   loginLimiter: LoginLimiter;
   authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+  /** The library's reads for the web pages and the JSON listing/search (db/library.ts). */
+  library: Library;
+  /** Browser sessions of the web pages (db/sessions.ts). */
+  sessions: SessionStore;
 }
 
 export interface RouteOptions {

@@ -8,8 +8,18 @@ import { registeredRoutes, type RegisteredRoute } from "./helpers/routes.js";
 
 const pdf = makeSamplePdf(1, 2, "Private");
 const TITLE = "Confidential ice sheets";
-/** The only routes a client without a token may use. */
-const PUBLIC = new Set(["GET /health", "HEAD /health", "POST /api/v1/auth/login"]);
+/** The only routes a client without a token may use (the web login form, login and logout included). */
+const PUBLIC = new Set([
+  "GET /health",
+  "HEAD /health",
+  "POST /api/v1/auth/login",
+  "GET /login",
+  "HEAD /login",
+  "POST /login",
+  "POST /logout",
+]);
+/** The web pages: without a token or session they send the visitor to /login (303, empty body) instead of a 401. */
+const PAGES = new Set(["GET /", "HEAD /", "GET /paper/:doc_id", "HEAD /paper/:doc_id", "GET /jobs", "HEAD /jobs"]);
 const READ_METHODS = new Set(["GET", "HEAD"]);
 
 const apps: FastifyInstance[] = [];
@@ -42,7 +52,8 @@ async function appWithPaper(overrides: Parameters<typeof testApp>[0] = {}): Prom
 function concrete(route: RegisteredRoute, paper: Paper): string {
   const url = route.url.replace(":doc_id", paper.doc_id).replace(":job_id", paper.job_id);
   expect(url, `a parameter of ${route.url} is not filled`).not.toMatch(/:/);
-  return url === "/api/v1/zotero/links" ? `${url}?library_id=7` : url;
+  if (url === "/api/v1/zotero/links") return `${url}?library_id=7`;
+  return url === "/api/v1/search" ? `${url}?q=Confidential` : url;
 }
 
 /** The routes (other than the public ones) that answer anything but a bare 401 without a token. */
@@ -50,6 +61,13 @@ async function answeringWithoutToken(app: FastifyInstance, paper: Paper, routes:
   const leaks: string[] = [];
   for (const route of routes) {
     const res = await app.inject({ method: route.method as "GET", url: concrete(route, paper) });
+    if (PAGES.has(`${route.method} ${route.url}`)) {
+      const location = String(res.headers.location ?? "");
+      if (res.statusCode !== 303 || !location.startsWith("/login?next=") || res.body !== "") {
+        leaks.push(`${route.method} ${route.url} -> ${res.statusCode}`);
+      }
+      continue;
+    }
     // A HEAD answer has no body; any other holds exactly the detail.
     const body = route.method === "HEAD" ? "" : JSON.stringify({ detail: "Authentication required" });
     const bare = res.statusCode === 401 && res.headers["www-authenticate"] === "Bearer" && res.body === body;
@@ -75,6 +93,9 @@ describe("private by default: every route but /health and the login needs a toke
       "POST /api/v1/document/:doc_id/metadata",
       "PUT /api/v1/document/:doc_id/pdf",
       "DELETE /api/v1/document/:doc_id",
+      "GET /api/v1/documents",
+      "GET /api/v1/search",
+      ...PAGES,
       ...PUBLIC,
     ]) {
       expect(keys).toContain(known);

@@ -1,11 +1,45 @@
 import type { FastifyPluginAsync } from "fastify";
 import { verifyPasswordConstantWork } from "../auth.js";
-import type { RouteOptions } from "../context.js";
+import type { AppContext, RouteOptions } from "../context.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
 import { detailSchema } from "./schemas.js";
 
 /** Largest login body: a username and a password fit many times over. */
 export const LOGIN_BODY_LIMIT = 64 * 1024;
+
+export type LoginOutcome =
+  | { result: "ok" }
+  | { result: "invalid" }
+  | { result: "blocked"; message: string; retryAfterSeconds: number };
+
+/**
+ * One login attempt, as the API and the login page make it: the failed-login limits first,
+ * then the password (an unknown user costs the same hashing), then the limiter told the result.
+ */
+export async function attemptLogin(ctx: AppContext, ip: string, username: string, password: string): Promise<LoginOutcome> {
+  // Too many recent failures from this address or for this username: 429, checked before
+  // the password so a guess made while blocked learns nothing and costs no hashing.
+  const block = ctx.loginLimiter.check(ip, username);
+  if (block) {
+    const who = block.scope === "address" ? "from this address" : "for this username";
+    return {
+      result: "blocked",
+      message: `Too many failed logins ${who}: try again in ${block.retryAfterSeconds} seconds`,
+      retryAfterSeconds: block.retryAfterSeconds,
+    };
+  }
+  // An unknown user costs the same password hashing as a known one (a dummy hash), so the
+  // answer's timing does not tell which usernames exist.
+  const user = ctx.repo.findUser(username);
+  const ok = (await verifyPasswordConstantWork(password, user?.password_hash)) && user?.is_admin === 1;
+  if (!ok) {
+    ctx.loginLimiter.fail(ip, username);
+    return { result: "invalid" };
+  }
+  ctx.loginLimiter.succeed(username);
+  ctx.repo.recordLogin(username);
+  return { result: "ok" };
+}
 
 export const authRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
   app.post(
@@ -34,28 +68,12 @@ export const authRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx })
       if (username === undefined) issues.push(missingField("body", "username"));
       if (password === undefined) issues.push(missingField("body", "password"));
       if (issues.length > 0 || username === undefined || password === undefined) throw validationError(issues);
-      // Too many recent failures from this address or for this username: 429, checked before
-      // the password so a guess made while blocked learns nothing and costs no hashing.
-      const block = ctx.loginLimiter.check(request.ip, username);
-      if (block) {
-        const who = block.scope === "address" ? "from this address" : "for this username";
-        throw new HttpError(
-          429,
-          `Too many failed logins ${who}: try again in ${block.retryAfterSeconds} seconds`,
-          { "retry-after": String(block.retryAfterSeconds) },
-        );
+      const outcome = await attemptLogin(ctx, request.ip, username, password);
+      if (outcome.result === "blocked") {
+        throw new HttpError(429, outcome.message, { "retry-after": String(outcome.retryAfterSeconds) });
       }
-      // An unknown user costs the same password hashing as a known one (a dummy hash), so the
-      // answer's timing does not tell which usernames exist.
-      const user = ctx.repo.findUser(username);
-      const ok = (await verifyPasswordConstantWork(password, user?.password_hash)) && user?.is_admin === 1;
-      if (!ok) {
-        ctx.loginLimiter.fail(request.ip, username);
-        throw new HttpError(401, "Invalid credentials");
-      }
-      ctx.loginLimiter.succeed(username);
+      if (outcome.result === "invalid") throw new HttpError(401, "Invalid credentials");
       const token = await ctx.tokens.issue(username);
-      ctx.repo.recordLogin(username);
       return { access_token: token, token_type: "bearer" };
     },
   );
