@@ -194,9 +194,10 @@ describe("a PDF whose one page inflates to 300 MB of text operators", () => {
   it("past the time limit the PDF thread is ended and the job fails with the limit named; the next PDF completes", async () => {
     const textBomb = await makeInflatingPdf(300 * MB, "text");
     const normal = makeSamplePdf(2, 1, "After");
-    // Text and decoding limits lifted, so only the time limit can stop this document.
+    // Text and decoding limits lifted, so only the time limit can stop this document (it would need
+    // 50 s or more); 5 s leaves the next PDF room for a fresh thread on a busy machine.
     const server = spawnServer(
-      ["--data", await tempDataDir(), "--pdf-time-limit-s", "2", "--max-text-mb", "1000", "--pdf-max-decoded-mb", "1000"],
+      ["--data", await tempDataDir(), "--pdf-time-limit-s", "5", "--max-text-mb", "1000", "--pdf-max-decoded-mb", "1000"],
       ADMIN_ENV,
     );
     try {
@@ -210,8 +211,8 @@ describe("a PDF whose one page inflates to 300 MB of text operators", () => {
       const { peak } = rss.stop();
       expect(failed).toMatchObject({
         status: "failed",
-        error_message: "PDF processing exceeded the 2 s time limit",
-        steps: { text: { status: "failed", error: "PDF processing exceeded the 2 s time limit" } },
+        error_message: "PDF processing exceeded the 5 s time limit",
+        steps: { text: { status: "failed", error: "PDF processing exceeded the 5 s time limit" } },
       });
       expect(next.status).toBe("completed");
       for (const ms of health) expect(ms).toBeLessThan(1000);
