@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./app.js";
+import { backupCommand } from "./backup.js";
 import { DEFAULT_BUSY_TIMEOUT_MS } from "./db/connection.js";
 import { DEFAULT_LOGIN_LIMITS } from "./login-limiter.js";
 import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
@@ -10,6 +11,8 @@ import { DEFAULT_PDF_LIMITS, MB } from "./worker/limits.js";
 const HELP = `refserver-lite ${VERSION}: a RefServerLite-compatible paper server (SQLite, WAL)
 
 Usage: refserver-lite --data DIR [--port 8000] [--host 127.0.0.1] [options]
+       refserver-lite backup BACKUP_DIR --data DIR   consistent copy while the server runs
+                                                     (refserver-lite backup --help)
 
 Flags:
   --data DIR              data directory (database, PDFs, JWT secret); created if missing
@@ -72,6 +75,10 @@ function intOption(name: string, raw: string | undefined, fallback: number, min:
 }
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  if (argv[0] === "backup") {
+    process.exitCode = await backupCommand(argv.slice(1));
+    return;
+  }
   let parsed;
   try {
     parsed = parseArgs({
