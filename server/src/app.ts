@@ -88,6 +88,16 @@ function fastapiValidation(err: FastifyError): Array<{ type: string; loc: string
   });
 }
 
+/**
+ * Fastify's own request logging off: through its LogController where this Fastify has one
+ * (5.12+, where the top-level `disableRequestLogging` is deprecated and warns at start), else
+ * through that option.
+ */
+function quietRequests(): Pick<FastifyServerOptions, "disableRequestLogging" | "logController"> {
+  const { LogController } = Fastify as unknown as { LogController?: new (o: { disableRequestLogging: boolean }) => NonNullable<FastifyServerOptions["logController"]> };
+  return LogController ? { logController: new LogController({ disableRequestLogging: true }) } : { disableRequestLogging: true };
+}
+
 /** Build the Fastify app (not listening). Closing the app stops the worker and closes the database. */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const dataDir = resolve(options.dataDir);
@@ -105,6 +115,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   const app = Fastify({
     logger: options.logger ?? false,
+    // Fastify's two lines per request ("incoming request", "request completed") at info would
+    // drown the lines that matter; one line per request at debug instead (refserver-lite -v).
+    ...quietRequests(),
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: "idle",
@@ -220,6 +233,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     app.addHook("onSend", async (_request, reply, payload) => {
       if (closing) reply.header("connection", "close");
       return payload;
+    });
+    app.addHook("onResponse", async (request, reply) => {
+      request.log.debug(
+        { method: request.method, url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+        "request",
+      );
     });
 
     const routeOptions = { ctx };

@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MAX_UPLOAD_BYTES } from "./app.js";
 import { backupCommand } from "./backup.js";
+import { chooseLogFormat, prettyLogStream, useColor } from "./log-format.js";
 import { DEFAULT_BUSY_TIMEOUT_MS } from "./db/connection.js";
 import { DEFAULT_LOGIN_LIMITS } from "./login-limiter.js";
 import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
@@ -43,8 +44,11 @@ Flags:
                           journal, autocommit statements, deferred transactions, busy timeout
                           5 s, lazy job query held across documents): for benchmarks only
   --log-level LEVEL       fatal|error|warn|info|debug|trace|silent (default info; env REFSERVER_LOG_LEVEL)
+  -v, --verbose           debug logging: one line per request too (= --log-level debug)
+  --log-format FORMAT     pretty (readable lines) or json (one JSON object a line); default pretty
+                          when stderr is a terminal, json otherwise (env REFSERVER_LOG_FORMAT)
   -h, --help              show this help
-  -v, --version           show the version
+  -V, --version           show the version
 
 Environment:
   REFSERVER_ADMIN_USER      admin username to create (or reset) at start
@@ -54,7 +58,7 @@ Environment:
   REFSERVER_MAX_UPLOAD_MB, REFSERVER_MAX_FIELD_KB, REFSERVER_PUBLIC_READ,
   REFSERVER_LOGIN_IP_FAILURES, REFSERVER_LOGIN_USER_FAILURES, REFSERVER_LOGIN_WINDOW_S,
   REFSERVER_PDF_TIME_LIMIT_S, REFSERVER_PDF_MAX_DECODED_MB, REFSERVER_MAX_TEXT_MB,
-  REFSERVER_PDF_MEMORY_MB, REFSERVER_LOG_LEVEL   defaults for the flags above
+  REFSERVER_PDF_MEMORY_MB, REFSERVER_LOG_LEVEL, REFSERVER_LOG_FORMAT   defaults for the flags above
 
 On start it prints one line to stdout: "refserver-lite listening on http://HOST:PORT".
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop the worker between steps,
@@ -102,7 +106,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         naive: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "v" },
+        version: { type: "boolean", short: "V" },
+        verbose: { type: "boolean", short: "v" },
+        "log-format": { type: "string" },
       },
       strict: true,
       allowPositionals: false,
@@ -142,7 +148,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     maxTextBytes: intOption("--max-text-mb", v["max-text-mb"] ?? env.REFSERVER_MAX_TEXT_MB, DEFAULT_PDF_LIMITS.maxTextBytes / MB, 1) * MB,
     memoryMb: intOption("--pdf-memory-mb", v["pdf-memory-mb"] ?? env.REFSERVER_PDF_MEMORY_MB, DEFAULT_PDF_LIMITS.memoryMb, 64),
   };
-  const level = v["log-level"] ?? env.REFSERVER_LOG_LEVEL ?? "info";
+  if (v.verbose && v["log-level"] !== undefined) fail("give -v/--verbose or --log-level, not both");
+  const level = v["log-level"] ?? (v.verbose ? "debug" : undefined) ?? env.REFSERVER_LOG_LEVEL ?? "info";
+  const logFormat = chooseLogFormat(v["log-format"] ?? env.REFSERVER_LOG_FORMAT, process.stderr.isTTY === true);
+  if (logFormat instanceof Error) fail(logFormat.message);
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(level)) fail(`unknown log level "${level}"`);
 
   const server = await startServer({
@@ -163,7 +172,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     pdfLimits,
     naive: v.naive ?? false,
     // Request logs go to stderr so stdout keeps only the lines meant for scripts.
-    logger: { level, stream: process.stderr },
+    logger: { level, stream: logFormat === "pretty" ? prettyLogStream(process.stderr, useColor(process.stderr, env)) : process.stderr },
   });
   let stopping = false;
   const shutdown = (signal: string): void => {

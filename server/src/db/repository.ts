@@ -469,6 +469,17 @@ export class Repository {
     return { paper, metadata: metadata ?? null };
   }
 
+  /** What a log line names a paper by: its Zotero key and title (undefined when no such paper). */
+  paperLabel(docId: string): { doc_id: string; zotero_key: string | null; title: string | null } | undefined {
+    return this.db
+      .prepare(
+        `SELECT p.doc_id AS doc_id, z.zotero_key AS zotero_key, m.title AS title FROM paper p
+         LEFT JOIN zoterolink z ON z.paper_id = p.doc_id LEFT JOIN metadata m ON m.paper_id = p.doc_id
+         WHERE p.doc_id = ?`,
+      )
+      .get(docId) as { doc_id: string; zotero_key: string | null; title: string | null } | undefined;
+  }
+
   getPaper(docId: string): PaperRow | undefined {
     return this.db.prepare("SELECT * FROM paper WHERE doc_id = ?").get(docId) as PaperRow | undefined;
   }

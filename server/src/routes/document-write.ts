@@ -189,6 +189,10 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       if (issues.length > 0) throw validationError(issues);
       const metadata = ctx.repo.updateMetadata(request.params.doc_id, patch, link);
       if (!metadata) throw new HttpError(404, "Document not found");
+      request.log.info(
+        { event: "paper.metadata_updated", ...ctx.repo.paperLabel(request.params.doc_id), fields: [...Object.keys(patch), ...Object.keys(link)] },
+        "metadata updated",
+      );
       return { status: "success", message: "Metadata updated successfully", metadata: metadataView(metadata) };
     },
   );
@@ -252,6 +256,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
         });
         if (!result.ok) throw new HttpError(404, "Document not found"); // deleted meanwhile
         committedPath = undefined;
+        request.log.info({ event: "paper.pdf_replaced", ...ctx.repo.paperLabel(docId), bytes: fileSize }, "PDF replaced");
         await removeObsolete(ctx.files, result.oldFilePath, request.log);
         ctx.worker?.notify();
         return { doc_id: docId, job_id: jobId, status: "replaced" };
@@ -282,8 +287,10 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       // Rows first (one transaction), then the file: a crash in between leaves a file no row
       // names, which the startup sweep removes. A job the worker is running for this paper
       // finds it gone and drops its results.
+      const label = ctx.repo.paperLabel(docId);
       const filePath = ctx.repo.deletePaper(docId);
       if (filePath === undefined) throw new HttpError(404, "Document not found");
+      request.log.info({ event: "paper.deleted", doc_id: docId, zotero_key: label?.zotero_key ?? null, title: label?.title ?? null }, "paper deleted");
       await removeObsolete(ctx.files, filePath, request.log);
       return { status: "deleted", doc_id: docId };
     },

@@ -123,6 +123,7 @@ export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
           );
         }
         committedPath = undefined;
+        request.log.info({ event: "paper.uploaded", doc_id: docId, zotero_key: zoteroKey, title, bytes: upload.fileSize }, "paper uploaded");
         ctx.worker?.notify();
         return {
           job_id: jobId,
