@@ -59,6 +59,7 @@ export function makeSource(config: Config, deps: SourceDeps): ConfiguredSource {
         dataDir: found.dataDir,
         library: { type: config.zotero.library_type, id: config.zotero.library_id },
         baseAttachmentPath: found.baseAttachmentPath,
+        ...(deps.platform?.env.TMPDIR ? { tmpDir: deps.platform.env.TMPDIR } : {}),
       });
     }
     case "local-api":

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { runCli, type Sandbox } from "../helpers/cli.js";
+import { runCli, runCliProcess, type Sandbox } from "../helpers/cli.js";
 import { closedPort } from "../helpers/util.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
@@ -38,7 +38,7 @@ const TIMESTAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ /;
 describe("cron-friendly output", () => {
   it("a 200-item run with batch_size 8 prints no Node.js warning, and its summary lines carry timestamps", async () => {
     world = await makeWorld({ library: { items: 200 }, sandbox: { batchSize: 8 } });
-    const r = await runCli([], world.sandbox);
+    const r = await runCliProcess([], world.sandbox);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/\(node:\d+\)|Warning:/);
     const summary = r.stdout.split("\n").find((l) => l.includes("Imported 200"));

@@ -2,7 +2,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
+import { main } from "../../src/cli/main.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const BIN = join(ROOT, "bin", "import-from-zotero.js");
@@ -134,8 +136,39 @@ export function startCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEn
   return { child, done, output: () => ({ stdout, stderr }) };
 }
 
-export function runCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Run the real CLI as its own process: for what only a process shows (signals, exit, warnings, the bin). */
+export function runCliProcess(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return startCli(args, sandbox, env).done;
+}
+
+/** Collects what the CLI writes; never a terminal, as with a process whose output is piped. */
+class Capture extends Writable {
+  text = "";
+  readonly isTTY = false;
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.text += chunk.toString();
+    callback();
+  }
+}
+
+/**
+ * Run the CLI in this process through `main(argv, io)`, with the sandbox's environment and
+ * working directory, as bin/import-from-zotero.js would: same code, same output, same exit code,
+ * without the process start (most CLI tests). `stop`/`hardStop` abort like the first and second
+ * signal of a real process.
+ */
+export async function runCli(args: string[], sandbox: Sandbox, env: NodeJS.ProcessEnv = {}, signals: { stop?: AbortSignal; hardStop?: AbortSignal } = {}): Promise<CliResult> {
+  const stdout = new Capture();
+  const stderr = new Capture();
+  const code = await main(["--config", sandbox.configPath, ...args], {
+    stdout: stdout as unknown as NodeJS.WriteStream,
+    stderr: stderr as unknown as NodeJS.WriteStream,
+    env: { ...sandbox.env, ...env },
+    cwd: sandbox.dir,
+    stop: signals.stop ?? new AbortController().signal,
+    hardStop: signals.hardStop ?? new AbortController().signal,
+  });
+  return { code, signal: null, stdout: stdout.text, stderr: stderr.text };
 }
 
 /** Poll a condition (state of a fake) without fixed sleeps. */

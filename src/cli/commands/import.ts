@@ -26,6 +26,7 @@ import { recordGone, runPrune, runUpdates, type UpdateResult } from "../../trans
 import { stateDir } from "../../util/paths.js";
 import { redact } from "../../util/redact.js";
 import { realSleep, type Sleep } from "../../util/time.js";
+import { currentPlatform } from "../../zotero/data-dir.js";
 import { makeSource, type ConfiguredSource } from "../../zotero/factory.js";
 import type { GoneKeys, Listing } from "../../zotero/types.js";
 import { ZOTERO_MAX_CONCURRENT } from "../../zotero/web-api.js";
@@ -389,6 +390,8 @@ export function connect(config: Config, io: CliIo, emit: Emit, held: Held): Conn
     onRetry,
     onWarning: (message) => emit({ type: "log", level: "warn", message }),
     onWait: ({ reason, delayMs }) => emit({ type: "log", level: "info", message: `${reason}: waiting ${Math.round(delayMs / 1000)} s` }),
+    // The run's own environment (HOME, APPDATA) finds Zotero's profile, not whatever process hosts main().
+    platform: currentPlatform(io.env),
   });
   held.source = source;
   const pacer = new Pacer({
