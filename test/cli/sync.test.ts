@@ -72,7 +72,7 @@ async function realWorld(build: (lib: FakeLibrary) => void, sandbox: Partial<San
   const zotero = new FakeZotero({ library });
   const z = await zotero.start();
   cleanups.push(() => z.close());
-  const server = await startRefServer();
+  const server = await startRefServer({ inProcess: true });
   cleanups.push(() => server.close());
   const proxy = new FaultProxy({ target: server.url, match: () => false });
   await proxy.start();

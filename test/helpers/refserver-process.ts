@@ -3,6 +3,7 @@
  * end-to-end tests: a temp data dir, known admin credentials, 127.0.0.1 only.
  *
  *   const srv = await startRefServer();          // port 0: any free port
+ *   await startRefServer({ inProcess: true })    // the same server in this process (no crash tests)
  *   srv.url                                      // http://127.0.0.1:PORT
  *   await srv.kill();                            // SIGKILL (a crash)
  *   await srv.restart();                         // same data dir, same port
@@ -15,6 +16,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
+import { startServer, type RunningServer } from "refserver-lite";
 import { md5 } from "./pdf.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -34,6 +36,12 @@ export interface RefServerProcessOptions {
   logLevel?: string;
   /** How long to wait for the listening line. Default 20 s. */
   startTimeoutMs?: number;
+  /**
+   * Run the same server in this process (startServer from the refserver-lite package) instead of
+   * its bin: no process start, for tests that never crash it. `args` may then hold only
+   * `--no-worker`; stop() takes only SIGTERM (a graceful close).
+   */
+  inProcess?: boolean;
 }
 
 export interface PaperRow {
@@ -143,6 +151,7 @@ export class RefServerProcess {
   private readonly ownsDataDir: boolean;
   private readonly opts: RefServerProcessOptions;
   private child: ChildProcess | undefined;
+  private inProcessServer: RunningServer | undefined;
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
   private portNumber: number;
   /** stderr of every start, most recent last (bounded), for failure messages. */
@@ -173,6 +182,7 @@ export class RefServerProcess {
   }
 
   get running(): boolean {
+    if (this.inProcessServer) return true;
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
@@ -196,6 +206,7 @@ export class RefServerProcess {
   /** Start the process (on the remembered port after the first start) and wait for its listening line. */
   async start(): Promise<string> {
     if (this.running) throw new Error("refserver-lite already running");
+    if (this.opts.inProcess) return this.startInProcess();
     // A restart on the same port can meet a port still held for a moment: try a few times.
     for (let attempt = 1; ; attempt++) {
       try {
@@ -205,6 +216,24 @@ export class RefServerProcess {
         await new Promise((r) => setTimeout(r, 200 * attempt));
       }
     }
+  }
+
+  private async startInProcess(): Promise<string> {
+    const args = this.opts.args ?? [];
+    const unknown = args.filter((a) => a !== "--no-worker");
+    if (unknown.length > 0) throw new Error(`an in-process refserver-lite takes only --no-worker, not ${unknown.join(" ")}`);
+    this.inProcessServer = await startServer({
+      dataDir: this.dataDir,
+      port: this.portNumber,
+      host: "127.0.0.1",
+      adminUser: this.adminUser,
+      adminPassword: this.adminPassword,
+      worker: !args.includes("--no-worker"),
+      logger: false,
+    });
+    this.starts++;
+    this.portNumber = this.inProcessServer.port;
+    return this.inProcessServer.url;
   }
 
   private spawnOnce(): Promise<string> {
@@ -258,6 +287,13 @@ export class RefServerProcess {
 
   /** Send a signal and wait for the process to end. SIGTERM = graceful, SIGKILL = a crash. */
   async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 35_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.opts.inProcess) {
+      if (signal !== "SIGTERM") throw new Error(`an in-process refserver-lite cannot take ${signal}: start it as a process`);
+      const server = this.inProcessServer;
+      this.inProcessServer = undefined;
+      if (server) await server.close();
+      return { code: server ? 0 : null, signal: null };
+    }
     const child = this.child;
     const exited = this.exited;
     if (!child || !exited) return { code: null, signal: null };
