@@ -24,7 +24,7 @@ function seconds(value: string): number {
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
-export function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
+function buildProgram(io: CliIo, setExit: (code: number) => void): Command {
   const program = new Command("import-from-zotero")
     .description("Import the PDFs of a Zotero library into a RefServerLite server, resumably.")
     .version(VERSION)
@@ -39,7 +39,7 @@ export function buildProgram(io: CliIo, setExit: (code: number) => void): Comman
     .option("--dry-run", "preview what would happen; download, upload and record nothing")
     .option("--collection <key-or-name>", "only this collection and its subcollections (repeatable)", collect)
     .option("--since <version>", "only Zotero items changed after this library version (default: the last complete run's)", wholeNumber("--since", 0))
-    .option("--batch-size <N>", "papers in flight at once (import_options.batch_size)", wholeNumber("--batch-size", 1))
+    .option("--batch-size <N>", "uploads at once, at most: one batch (import_options.batch_size)", wholeNumber("--batch-size", 1))
     .option("--delay <seconds>", "pause between batches (import_options.delay_seconds)", seconds)
     .option("--checkpoint <path>", "checkpoint journal (default: $XDG_STATE_HOME/import-from-zotero/checkpoint.ndjson)")
     .option("--zotero-dir <path>", "read the Zotero desktop's data directory (zotero.sqlite, storage/) instead of the Web API; sets zotero.source: local")

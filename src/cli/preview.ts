@@ -41,7 +41,7 @@ export interface PreviewCounts {
   serverKnown: boolean;
 }
 
-export const DEFAULT_PREVIEW_WIDTH = 160;
+const DEFAULT_PREVIEW_WIDTH = 160;
 
 export const UNSYNCED_NOTE = "PDF not synced to Zotero storage";
 export const UNSYNCED_ALSO_NOTE = "(a PDF not synced)";
@@ -76,17 +76,12 @@ interface Column {
 
 const graphemes = new Intl.Segmenter(undefined, { granularity: "grapheme" });
 
-/** Display columns a string takes in a terminal. */
-export function displayWidth(text: string): number {
-  return stringWidth(text);
-}
-
 /**
  * One line of plain text fit for a table cell: whitespace (newlines, tabs) collapsed,
  * control characters (ESC, so no terminal escape sequences) and bidi overrides removed,
  * so neither the terminal nor the rest of the line is disturbed.
  */
-export function cleanCell(text: string): string {
+function cleanCell(text: string): string {
   return text
     .replace(/[\u202A-\u202E\u2066-\u2069]/g, "")
     .replace(/[\u0000-\u001F\u007F-\u009F]/g, " ")

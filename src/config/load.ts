@@ -21,7 +21,7 @@ export interface ConfigOverrides {
 }
 
 /** Where we look when --config is not given, first match wins. */
-export function defaultConfigPaths(cwd: string, env: NodeJS.ProcessEnv): string[] {
+function defaultConfigPaths(cwd: string, env: NodeJS.ProcessEnv): string[] {
   return [join(cwd, "config.yml"), join(cwd, "config.yaml"), join(configDir(env), "config.yml")];
 }
 

@@ -13,7 +13,7 @@ import { z } from "zod";
  */
 
 /** What the YAML gave, in words, for "expected X, got Y". Secrets never show their value. */
-export function describeValue(input: unknown, secret = false): string {
+function describeValue(input: unknown, secret = false): string {
   if (input === null) return "nothing";
   if (typeof input === "boolean") return String(input);
   if (typeof input === "number") return secret ? "a number" : `the number ${input}`;
@@ -89,11 +89,11 @@ const positiveInt = (max: number) =>
 const seconds = () => z.number({ error: expected("a number of seconds", { hasDefault: true }) }).min(0, "expected 0 or more seconds");
 
 /** Where items come from: the Web API, the desktop's zotero.sqlite, or Zotero 7's local API. */
-export const ZOTERO_SOURCES = ["web", "local", "local-api"] as const;
+const ZOTERO_SOURCES = ["web", "local", "local-api"] as const;
 export type ZoteroSourceKind = (typeof ZOTERO_SOURCES)[number];
 
 /** Zotero 7's local API; user ID 0 means "the logged-in user". */
-export const LOCAL_API_URL = "http://127.0.0.1:23119/api";
+const LOCAL_API_URL = "http://127.0.0.1:23119/api";
 
 /**
  * The values config.example.yml holds where the user must fill in their own. A config still
@@ -244,7 +244,7 @@ export interface ConfigProblem {
 }
 
 /** Pure: edit distance (insert, delete, substitute, swap two neighbours). */
-export function editDistance(a: string, b: string): number {
+function editDistance(a: string, b: string): number {
   const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {

@@ -68,7 +68,7 @@ export interface Pick {
  * A PDF the source knows has no file (never uploaded to Zotero storage, not on disk) is never
  * chosen; when no PDF of the item has one, the item is skipped as "not synced" without a request.
  */
-export function pickAttachment(item: Item, linkedFiles = false): Pick | SkipReason {
+function pickAttachment(item: Item, linkedFiles = false): Pick | SkipReason {
   if (item.itemType === "note") return "note";
   if (item.attachments.length === 0) return "no_attachment";
   const storedPdfs = item.attachments.filter((a) => STORED.has(a.linkMode) && isPdf(a));

@@ -9,7 +9,7 @@
  *   macOS   ~/Library/Application Support/Zotero/Profiles/<profile>/prefs.js
  *   Windows %APPDATA%\Zotero\Zotero\Profiles\<profile>\prefs.js
  */
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 
@@ -24,12 +24,12 @@ export function currentPlatform(env: NodeJS.ProcessEnv = process.env): PlatformI
 }
 
 /** Zotero's default data directory: ~/Zotero everywhere (Zotero 5 and later). */
-export function defaultDataDir(p: PlatformInfo): string {
+function defaultDataDir(p: PlatformInfo): string {
   return join(p.home, "Zotero");
 }
 
 /** The directories that hold Zotero profiles on this platform. */
-export function profileRoots(p: PlatformInfo): string[] {
+function profileRoots(p: PlatformInfo): string[] {
   switch (p.platform) {
     case "darwin":
       return [join(p.home, "Library", "Application Support", "Zotero", "Profiles")];
@@ -43,7 +43,7 @@ export function profileRoots(p: PlatformInfo): string[] {
 }
 
 /** Every prefs.js of every Zotero profile found (usually one). */
-export function findPrefsFiles(p: PlatformInfo): string[] {
+function findPrefsFiles(p: PlatformInfo): string[] {
   const out: string[] = [];
   for (const root of profileRoots(p)) {
     let names: string[];
@@ -99,7 +99,7 @@ function readPrefs(path: string): Prefs {
 }
 
 /** The custom data directory a profile points at, if it sets one. */
-export function customDataDir(prefs: Prefs): string | null {
+function customDataDir(prefs: Prefs): string | null {
   const use = prefs.get("extensions.zotero.useDataDir");
   const dir = prefs.get("extensions.zotero.dataDir");
   return use === true && typeof dir === "string" && dir !== "" ? dir : null;
@@ -148,9 +148,4 @@ export function resolveDataDir(configured: string | undefined | null, p: Platfor
     profiles.find((x) => customDataDir(x.prefs) === null && samePath(defaultDataDir(p), dataDir)) ??
     (profiles.length === 1 ? profiles[0] : undefined);
   return { dataDir, prefsFile: match?.file ?? null, baseAttachmentPath: match ? baseAttachmentPath(match.prefs) : null };
-}
-
-/** True when `dir` looks like a Zotero data directory. */
-export function isDataDir(dir: string): boolean {
-  return existsSync(join(dir, "zotero.sqlite"));
 }

@@ -15,7 +15,7 @@ import type { Clock, Sleep } from "../util/time.js";
 import type { Attachment, Collection, FileBody, GoneKeys, LibraryRef, Listing, ListOptions, ZoteroSource } from "./types.js";
 import { ZoteroWebApi } from "./web-api.js";
 
-export const DEFAULT_LOCAL_API_URL = "http://127.0.0.1:23119/api";
+const DEFAULT_LOCAL_API_URL = "http://127.0.0.1:23119/api";
 
 export interface LocalApiOptions {
   /** Default http://127.0.0.1:23119/api. */

@@ -432,6 +432,6 @@ export class ZoteroLocalSource implements ZoteroSource {
 }
 
 /** Zotero stores dates as "YYYY-MM-DD original": the part after the SQL date is what the user typed. */
-export function multipartToStr(value: string): string {
+function multipartToStr(value: string): string {
   return /^\d{4}-\d{2}-\d{2} /.test(value) ? value.slice(11) : value;
 }

@@ -64,7 +64,7 @@ export interface CliIo {
   sleep?: Sleep;
 }
 
-export function retryPolicyOf(config: Config): RetryPolicy {
+function retryPolicyOf(config: Config): RetryPolicy {
   return {
     retries: config.retry.retries,
     minDelayMs: Math.round(config.retry.min_delay_seconds * 1000),
@@ -86,7 +86,7 @@ function reportDirsOf(config: Config | null, io: Pick<CliIo, "env" | "cwd">): st
 }
 
 /** The selection a saved library version belongs to: a version is only reused for the same filter. */
-export function filterSignature(config: Config, collections: string[]): string {
+function filterSignature(config: Config, collections: string[]): string {
   const o = config.import_options;
   return JSON.stringify({ c: [...collections].sort(), t: [...o.item_types].sort(), x: [...o.exclude_tags].sort() });
 }

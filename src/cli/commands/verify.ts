@@ -56,7 +56,7 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 }
 
 /** Pure: the metadata fields where the server's link and Zotero disagree. */
-export function metadataDrift(link: KnownLink, c: Candidate, libraryId: string): string[] {
+function metadataDrift(link: KnownLink, c: Candidate, libraryId: string): string[] {
   if (link.title === undefined) return [];
   const m = metadataFor(c.item, libraryId, c.attachment);
   const out: string[] = [];
@@ -185,7 +185,7 @@ async function markForRepair(report: VerifyReport, config: Config, journalPath: 
   }
 }
 
-export function formatVerify(r: VerifyReport, repaired: boolean): string {
+function formatVerify(r: VerifyReport, repaired: boolean): string {
   const lines: string[] = [];
   if (r.findings.length > 0) {
     const w = Math.max(...r.findings.map((f) => KIND_TEXT[f.kind].length));
