@@ -126,6 +126,7 @@ async function main(): Promise<number> {
     say(`4. Result: the importer exited with ${code}; the server holds ${links.links.length} papers from this library (expected ${expected.length}); ${completed} of ${jobs.total} processing jobs completed.`);
     say();
     say("Where to look:");
+    say(`   web page      ${server.url}/   (log in as admin with the password above)`);
     say(`   server        ${server.url}   (GET /health)`);
     say(`   jobs          curl -s -H "Authorization: Bearer $TOKEN" ${server.url}/api/v1/jobs`);
     say(`                 with TOKEN=$(curl -s -d username=admin -d password=<the password above> ${server.url}/api/v1/auth/login | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')`);
