@@ -277,62 +277,76 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
     return { exit: ExitCode.Ok, preview: previewText(flags, io, plan, listed.listing, listed.since, library, known !== null) };
   }
 
-  // ---- transfer
-  const journal = Journal.open(journalPath);
-  held.journal = journal;
+  // ---- transfer, then the outcome and the journal's closing records
+  const transferred = await transferStage({ config, flags, io, run, emit, held, plan, state, source, client, journalPath, cacheRoot, sleep, retry });
+  run.pacing = { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight };
+  const outcome = outcomeOf(plan, transferred, limit);
+  run.summary = outcome.summary;
+  run.stoppedBy = outcome.stoppedBy;
+  if (outcome.fatal) run.fatal = outcome.fatal.message;
+  closeRun(transferred.journal, run, listed, transferred, outcome.exit, Boolean(flags.retryFailed));
+  return { exit: outcome.exit, preview: null };
+}
+
+/** What the transfer stage did: new papers, updates of papers already there, removals. */
+export interface Transferred {
+  journal: Journal;
+  result: PipelineResult;
+  updates: UpdateResult | null;
+  pruned: { removed: string[]; failed: { key: string; message: string }[] } | null;
+}
+
+interface TransferContext {
+  config: Config;
+  flags: ImportFlags;
+  io: CliIo;
+  run: RunRecord;
+  emit: Emit;
+  held: Held;
+  plan: Plan;
+  state: JournalState;
+  source: ConfiguredSource;
+  client: RefServerClient;
+  journalPath: string;
+  cacheRoot: string;
+  sleep: Sleep;
+  retry: RetryPolicy;
+}
+
+/**
+ * The transfer stage: journal what the plan already knows (gone keys, papers the server holds),
+ * upload the papers to import, then update papers Zotero changed, then --prune.
+ */
+async function transferStage(c: TransferContext): Promise<Transferred> {
+  const { config, flags, io, run, emit, plan, source, client } = c;
+  const scope = run.scope ?? "";
+  const library = { type: config.zotero.library_type, id: config.zotero.library_id };
+  const journal = Journal.open(c.journalPath);
+  c.held.journal = journal;
   const now = (): string => new Date().toISOString();
-  journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "start" });
-  recordGone(journal, plan, state, run.scope, run.runId);
+  journal.append({ t: "run", ts: now(), run: run.runId, scope, event: "start" });
+  recordGone(journal, plan, c.state, scope, run.runId);
   // Keys the server reported as present are done: remember that.
   for (const a of plan.actions) {
     if (a.kind === "done" && a.via === "server") {
-      journal.append({ t: "item", ts: now(), run: run.runId, scope: run.scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId, md5: a.candidate.attachment.md5, ...(a.meta ? { meta: a.meta } : {}) });
+      journal.append({ t: "item", ts: now(), run: run.runId, scope, key: a.candidate.item.key, att: a.candidate.attachment.key, version: a.candidate.item.version, status: "done", via: "already", docId: a.docId, md5: a.candidate.attachment.md5, ...(a.meta ? { meta: a.meta } : {}) });
     }
   }
+  const cacheDir = join(c.cacheRoot, `${library.type}-${library.id}`);
+  const useCache = flags.cache !== false;
   const queue: Candidate[] = plan.actions.flatMap((a) => (a.kind === "import" || a.kind === "later" ? [a.candidate] : []));
-  const result: PipelineResult = await runPipeline({
-    candidates: queue,
-    limit,
-    source,
-    client,
-    journal,
-    scope: run.scope,
-    runId: run.runId,
-    libraryId: library.id,
-    cacheDir: join(cacheRoot, `${library.type}-${library.id}`),
-    useCache: flags.cache !== false,
-    batchSize: config.import_options.batch_size,
-    delayMs: Math.round(config.import_options.delay_seconds * 1000),
-    retry,
-    sleep,
-    emit,
-    stop: io.stop,
-    hardStop: io.hardStop,
-  });
-  // ---- papers already on the server that Zotero changed since: metadata, replaced PDFs
-  const updates: UpdateResult | null =
-    result.stoppedBy === null && plan.updates.length > 0
-      ? await runUpdates({
-          updates: plan.updates,
-          source,
-          client,
-          journal,
-          scope: run.scope,
-          runId: run.runId,
-          cacheDir: join(cacheRoot, `${library.type}-${library.id}`),
-          useCache: flags.cache !== false,
-          batchSize: config.import_options.batch_size,
-          retry,
-          sleep,
-          emit,
-          stop: io.stop,
-          hardStop: io.hardStop,
-        })
-      : null;
-  // ---- --prune: papers gone from Zotero leave the server (never by default)
-  const pruned = flags.prune && result.stoppedBy === null && !updates?.fatal && plan.gone.length > 0 && !io.stop.aborted ? await runPrune(plan.gone, client, journal, run.scope, run.runId, io.hardStop, emit) : null;
-  run.pacing = { ceiling: config.import_options.batch_size, adaptive: config.import_options.adaptive_pacing, finalLimit: pacer.limit, decreases: pacer.decreases, peakInFlight: pacer.peakInFlight };
+  const common = { source, client, journal, scope, runId: run.runId, cacheDir, useCache, batchSize: config.import_options.batch_size, retry: c.retry, sleep: c.sleep, emit, stop: io.stop, hardStop: io.hardStop };
+  const result = await runPipeline({ ...common, candidates: queue, limit: flags.limit ?? null, libraryId: library.id, delayMs: Math.round(config.import_options.delay_seconds * 1000) });
+  // Papers already on the server that Zotero changed since: metadata, replaced PDFs.
+  const updates = result.stoppedBy === null && plan.updates.length > 0 ? await runUpdates({ ...common, updates: plan.updates }) : null;
+  // --prune: papers gone from Zotero leave the server (never by default).
+  const pruned = flags.prune && result.stoppedBy === null && !updates?.fatal && plan.gone.length > 0 && !io.stop.aborted ? await runPrune(plan.gone, client, journal, scope, run.runId, io.hardStop, emit) : null;
+  return { journal, result, updates, pruned };
+}
 
+/** Pure: the run's summary and exit code from the plan and what the transfer stage did. */
+export function outcomeOf(plan: Plan, t: Pick<Transferred, "result" | "updates" | "pruned">, limit: number | null): { summary: RunSummary; exit: number; fatal: ImportError | null; stoppedBy: string | null } {
+  const { result, updates, pruned } = t;
   const summary = summarise(plan, result, limit);
   for (const r of result.results) if (r.metaPending) summary.metadataPending++;
   if (updates) {
@@ -347,24 +361,28 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
     summary.removed = pruned.removed.length;
     for (const f of pruned.failed) summary.updateFailed.push({ key: f.key, title: "", message: `not removed: ${f.message}` });
   }
-  run.summary = summary;
-  run.stoppedBy = result.stoppedBy ?? (updates?.fatal ? "checkpoint" : null);
   const fatal = result.fatal ?? updates?.fatal ?? null;
-  if (fatal) run.fatal = fatal.message;
   let exit: number = ExitCode.Ok;
   if (result.stoppedBy === "signal" || (updates?.interrupted ?? 0) > 0) exit = ExitCode.Interrupted;
   else if (fatal) exit = exitCodeFor(fatal);
   else if (summary.failed.length > 0 || summary.updateFailed.length > 0 || summary.metadataPending > 0 || summary.lost.length > 0) exit = ExitCode.SomeFailed;
+  return { summary, exit, fatal, stoppedBy: result.stoppedBy ?? (updates?.fatal ? "checkpoint" : null) };
+}
 
-  if (!journal.failure) {
-    // A complete pass over this selection: the next run only asks Zotero for changes. An
-    // update that did not go through keeps the sync point where it was, so it is seen again.
-    const updatesComplete = !updates || (updates.failed.length === 0 && updates.interrupted === 0 && updates.fatal === null);
-    const complete = result.stoppedBy === null && result.notStarted.length === 0 && !flags.retryFailed && updatesComplete;
-    if (complete) journal.append({ t: "sync", ts: now(), run: run.runId, scope: run.scope, filter: listed.filter, version: listed.listing.libraryVersion });
-    journal.append({ t: "run", ts: now(), run: run.runId, scope: run.scope, event: "end", exitCode: exit });
-  }
-  return { exit, preview: null };
+/**
+ * The journal's closing records: a sync point after a complete pass over this selection (the
+ * next run only asks Zotero for changes; an update that did not go through keeps the sync point
+ * where it was, so it is seen again), then the run's end. Nothing once the journal has failed.
+ */
+function closeRun(journal: Journal, run: RunRecord, listed: Listed, t: Transferred, exit: number, retryFailed: boolean): void {
+  if (journal.failure) return;
+  const now = new Date().toISOString();
+  const scope = run.scope ?? "";
+  const { result, updates } = t;
+  const updatesComplete = !updates || (updates.failed.length === 0 && updates.interrupted === 0 && updates.fatal === null);
+  const complete = result.stoppedBy === null && result.notStarted.length === 0 && !retryFailed && updatesComplete;
+  if (complete) journal.append({ t: "sync", ts: now, run: run.runId, scope, filter: listed.filter, version: listed.listing.libraryVersion });
+  journal.append({ t: "run", ts: now, run: run.runId, scope, event: "end", exitCode: exit });
 }
 
 export interface Connected {
