@@ -34,7 +34,7 @@ describe("crash safety and resumption", () => {
     world = await makeWorld({ library: { items: 20 }, sandbox: { batchSize: 2 }, refserver: { delayMs: 30 } });
     const w = world;
     const run = startCli([], w.sandbox);
-    await waitFor(() => w.refserver.papers.size >= 6, 20_000, "six papers");
+    await waitFor(() => w.refserver.papers.size >= 6, 50_000, "six papers");
     run.child.kill("SIGKILL");
     const killed = await run.done;
     expect(killed.signal).toBe("SIGKILL");
@@ -70,7 +70,7 @@ describe("crash safety and resumption", () => {
     // The first run's upload is held at the server until the second run has finished.
     const release = w.refserver.holdUploads();
     const first = startCli([], w.sandbox);
-    await waitFor(() => w.refserver.uploads.length >= 1, 20_000, "first upload");
+    await waitFor(() => w.refserver.uploads.length >= 1, 50_000, "first upload");
     const second = await runCli([], w.sandbox);
     release();
     expect(second.code, second.stderr).toBe(75);
@@ -82,7 +82,7 @@ describe("crash safety and resumption", () => {
     world = await makeWorld({ library: { items: 12 }, sandbox: { batchSize: 1 }, refserver: { delayMs: 60 } });
     const w = world;
     const run = startCli([], w.sandbox);
-    await waitFor(() => w.refserver.papers.size >= 2, 20_000, "two papers");
+    await waitFor(() => w.refserver.papers.size >= 2, 50_000, "two papers");
     run.child.kill("SIGTERM");
     const stopped = await run.done;
     expect(stopped.code).toBe(130);

@@ -54,7 +54,7 @@ async function seedScenario(libraryId: number, prepareProxy: (proxy: FaultProxy)
     const r = await server.upload(token, bigPdf(i), { title: `Busy document ${i}`, filename: `busy-${i}.pdf` });
     expect(r.status, JSON.stringify(r.body)).toBe(200);
   }
-  await waitFor(() => server.db().jobs().some((j) => j.current_step === "text" || j.current_step === "chunking" || j.status === "completed"), 20_000, "the worker to start");
+  await waitFor(() => server.db().jobs().some((j) => j.current_step === "text" || j.current_step === "chunking" || j.status === "completed"), 50_000, "the worker to start");
   expect(server.db().counts().jobsByStatus.processing ?? 0).toBeGreaterThanOrEqual(BUSY_DOCS - 1);
 
   const proxy = new FaultProxy({ target: server.url, seed: libraryId });

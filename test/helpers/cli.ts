@@ -171,8 +171,8 @@ export async function runCli(args: string[], sandbox: Sandbox, env: NodeJS.Proce
   return { code, signal: null, stdout: stdout.text, stderr: stderr.text };
 }
 
-/** Poll a condition (state of a fake) without fixed sleeps. */
-export async function waitFor(condition: () => boolean, timeoutMs = 20_000, what = "condition"): Promise<void> {
+/** Poll a condition (state of a fake) without fixed sleeps; the timeout is only a hang guard. */
+export async function waitFor(condition: () => boolean, timeoutMs = 50_000, what = "condition"): Promise<void> {
   const start = Date.now();
   while (!condition()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);

@@ -34,7 +34,7 @@ export interface RefServerProcessOptions {
   args?: string[];
   /** REFSERVER_LOG_LEVEL; default "warn" (request logs would flood the pipe). */
   logLevel?: string;
-  /** How long to wait for the listening line. Default 20 s. */
+  /** How long to wait for the listening line. Default 50 s (a hang guard: a loaded machine starts slowly). */
   startTimeoutMs?: number;
   /**
    * Run the same server in this process (startServer from the refserver-lite package) instead of
@@ -261,7 +261,7 @@ export class RefServerProcess {
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
         reject(new Error(`refserver-lite printed no listening line in time; stderr:\n${this.stderrTail}`));
-      }, this.opts.startTimeoutMs ?? 20_000);
+      }, this.opts.startTimeoutMs ?? 50_000);
       const onData = (d: Buffer): void => {
         stdout += d.toString();
         const m = LISTENING_RE.exec(stdout);
