@@ -50,8 +50,6 @@ export interface AppOptions {
   pdfLimits?: Partial<PdfLimits>;
   /** Token lifetime. Default 480 minutes. */
   tokenTtlSeconds?: number;
-  /** Reproduce the original's SQLite configuration (benchmark only). Default false. */
-  naive?: boolean;
   /** Fastify logger option. Default false. */
   logger?: FastifyServerOptions["logger"];
 }
@@ -102,16 +100,15 @@ function quietRequests(): Pick<FastifyServerOptions, "disableRequestLogging" | "
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const naive = options.naive ?? false;
   const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const maxUploadBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const dbPath = join(dataDir, DB_FILENAME);
 
-  const db = openDatabase({ path: dbPath, busyTimeoutMs, naive });
+  const db = openDatabase({ path: dbPath, busyTimeoutMs });
   migrate(db);
-  const workerDb = openDatabase({ path: dbPath, busyTimeoutMs, naive });
-  const repo = new Repository(db, naive ? "naive" : "fixed");
-  const workerRepo = new Repository(workerDb, naive ? "naive" : "fixed");
+  const workerDb = openDatabase({ path: dbPath, busyTimeoutMs });
+  const repo = new Repository(db);
+  const workerRepo = new Repository(workerDb);
 
   const app = Fastify({
     logger: options.logger ?? false,
@@ -148,7 +145,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             files,
             log: app.log.child({ component: "worker" }),
             pollIntervalMs: options.workerPollIntervalMs ?? 1000,
-            naive,
             pdfLimits: options.pdfLimits,
           });
     const ctx: AppContext = {

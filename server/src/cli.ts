@@ -40,9 +40,6 @@ Flags:
                           (default ${DEFAULT_PDF_LIMITS.maxTextBytes / MB}; env REFSERVER_MAX_TEXT_MB)
   --pdf-memory-mb N       heap of the thread that reads PDFs; past it the job fails (default
                           ${DEFAULT_PDF_LIMITS.memoryMb}; env REFSERVER_PDF_MEMORY_MB)
-  --naive                 reproduce the original server's SQLite configuration (rollback
-                          journal, autocommit statements, deferred transactions, busy timeout
-                          5 s, lazy job query held across documents): for benchmarks only
   --log-level LEVEL       fatal|error|warn|info|debug|trace|silent (default info; env REFSERVER_LOG_LEVEL)
   -v, --verbose           debug logging: one line per request too (= --log-level debug)
   --log-format FORMAT     pretty (readable lines) or json (one JSON object a line); default pretty
@@ -103,7 +100,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         "pdf-max-decoded-mb": { type: "string" },
         "max-text-mb": { type: "string" },
         "pdf-memory-mb": { type: "string" },
-        naive: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
@@ -170,7 +166,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     },
     worker: !v["no-worker"],
     pdfLimits,
-    naive: v.naive ?? false,
     // Request logs go to stderr so stdout keeps only the lines meant for scripts.
     logger: { level, stream: logFormat === "pretty" ? prettyLogStream(process.stderr, useColor(process.stderr, env)) : process.stderr },
   });

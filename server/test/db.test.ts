@@ -16,12 +16,12 @@ import { removeTempDirs, tempDataDir } from "./helpers/app.js";
 
 const open: SqliteDatabase[] = [];
 
-async function freshDb(opts: { busyTimeoutMs?: number; naive?: boolean } = {}) {
+async function freshDb(opts: { busyTimeoutMs?: number } = {}) {
   const path = join(await tempDataDir(), "t.db");
   const db = openDatabase({ path, ...opts });
   migrate(db);
   open.push(db);
-  return { path, db, repo: new Repository(db, opts.naive ? "naive" : "fixed") };
+  return { path, db, repo: new Repository(db) };
 }
 
 function upload(zoteroKey?: string): NewUpload {
@@ -57,13 +57,6 @@ describe("pragmas", () => {
   it("takes the busy timeout from the options", async () => {
     const { db } = await freshDb({ busyTimeoutMs: 1234 });
     expect(db.pragma("busy_timeout", { simple: true })).toBe(1234);
-  });
-
-  it("naive mode reproduces the original: rollback journal, synchronous FULL, 5 s timeout", async () => {
-    const { db } = await freshDb({ naive: true, busyTimeoutMs: 100 });
-    expect(db.pragma("journal_mode", { simple: true })).toBe("delete");
-    expect(db.pragma("synchronous", { simple: true })).toBe(2);
-    expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
   });
 
   it("foreign keys reject a job or metadata row for a missing paper", async () => {
@@ -145,7 +138,8 @@ describe("lock behaviour against a second process", () => {
   });
 
   it("control: in rollback-journal mode the same commit fails with 'database is locked' behind a reader", async () => {
-    const { path, repo, db } = await freshDb({ naive: true });
+    const { path, repo, db } = await freshDb();
+    db.pragma("journal_mode = DELETE");
     db.pragma("busy_timeout = 200");
     const reader = holdLock(path, "read", 800);
     await reader.ready;

@@ -158,22 +158,17 @@ export interface DocumentView {
   metadata: MetadataRow | null;
 }
 
-export type RepositoryMode = "fixed" | "naive";
-
 const now = (): string => new Date().toISOString();
 
 export class Repository {
   readonly db: SqliteDatabase;
-  readonly mode: RepositoryMode;
 
-  constructor(db: SqliteDatabase, mode: RepositoryMode = "fixed") {
+  constructor(db: SqliteDatabase) {
     this.db = db;
-    this.mode = mode;
   }
 
-  /** Run `fn` as one write transaction (BEGIN IMMEDIATE); naive mode runs bare statements. */
+  /** Run `fn` as one write transaction (BEGIN IMMEDIATE). */
   private write<T>(fn: () => T): T {
-    if (this.mode === "naive") return fn();
     return writeTransaction(this.db, fn);
   }
 
@@ -231,7 +226,6 @@ export class Repository {
    * losing insert of a race rolls the whole upload back and is reported as a duplicate.
    */
   createUpload(u: NewUpload): CreateUploadResult {
-    if (this.mode === "naive") return this.createUploadNaive(u);
     try {
       this.write(() => this.insertUploadRows(u));
       return { ok: true };
@@ -242,21 +236,6 @@ export class Repository {
       }
       throw err;
     }
-  }
-
-  /**
-   * The original server's way, kept for the benchmark: select-then-insert duplicate
-   * check, then one autocommit statement per row (a failure leaves partial rows).
-   */
-  private createUploadNaive(u: NewUpload): CreateUploadResult {
-    if (u.zotero) {
-      const existing = this.db
-        .prepare("SELECT paper_id FROM zoterolink WHERE zotero_key = ?")
-        .get(u.zotero.key) as { paper_id: string } | undefined;
-      if (existing) return { ok: false, reason: "duplicate", zoteroKey: u.zotero.key, existingDocId: existing.paper_id };
-    }
-    this.insertUploadRows(u);
-    return { ok: true };
   }
 
   private insertUploadRows(u: NewUpload): void {
@@ -653,27 +632,5 @@ export class Repository {
         .run(message, message, t, t, jobId);
       return res.changes > 0;
     });
-  }
-
-  // ---- naive worker (benchmark only) --------------------------------------------------
-
-  /**
-   * The original's lazy job query: a deferred transaction whose read stays open while
-   * the worker processes every listed document; its later writes happen inside it.
-   */
-  naiveBeginBatch(): Array<{ jobId: string; docId: string; filePath: string }> {
-    this.db.exec("BEGIN DEFERRED");
-    const rows = this.db
-      .prepare(
-        `SELECT j.job_id, j.paper_id, p.file_path FROM processingjob j JOIN paper p ON p.doc_id = j.paper_id
-         WHERE j.status IN ('uploaded', 'processing') ORDER BY j.rowid`,
-      )
-      .all() as Array<{ job_id: string; paper_id: string; file_path: string }>;
-    return rows.map((r) => ({ jobId: r.job_id, docId: r.paper_id, filePath: r.file_path }));
-  }
-
-  naiveEndBatch(commit: boolean): void {
-    if (!this.db.inTransaction) return;
-    this.db.exec(commit ? "COMMIT" : "ROLLBACK");
   }
 }

@@ -1,6 +1,5 @@
 import type { FastifyBaseLogger } from "fastify";
 import type { ChunkInput, ClaimedJob, Repository } from "../db/repository.js";
-import { isBusyError } from "../db/connection.js";
 import type { FileStore } from "../storage.js";
 import { ExtractionStopped, PdfExtractor, PdfLimitError } from "./extractor.js";
 import type { PdfLimits } from "./limits.js";
@@ -15,8 +14,6 @@ export interface WorkerOptions {
   pollIntervalMs?: number;
   /** Claims of one job before it is failed (crash loops). Default 3. */
   maxAttempts?: number;
-  /** Reproduce the original's lazy job query held across documents (benchmark only). */
-  naive?: boolean;
   /** What one PDF may cost (time, decoded bytes, stored text, thread memory); defaults in limits.ts. */
   pdfLimits?: Partial<PdfLimits>;
 }
@@ -24,7 +21,7 @@ export interface WorkerOptions {
 export interface WorkerStats {
   completed: number;
   failed: number;
-  /** Pipeline attempts aborted by a database error (the naive mode's SQLITE_BUSY). */
+  /** Pipeline attempts aborted by a database error (the job is left for the next claim). */
   aborted: number;
   /** Jobs whose paper was deleted, or whose PDF was replaced, while they ran: results dropped. */
   skipped: number;
@@ -44,7 +41,6 @@ export class JobWorker {
   private readonly log: FastifyBaseLogger;
   private readonly pollIntervalMs: number;
   private readonly maxAttempts: number;
-  private readonly naive: boolean;
   /** Reads PDFs off the event loop. */
   readonly extractor: PdfExtractor;
   private stopping = false;
@@ -59,14 +55,13 @@ export class JobWorker {
     this.log = options.log;
     this.pollIntervalMs = options.pollIntervalMs ?? 1000;
     this.maxAttempts = options.maxAttempts ?? 3;
-    this.naive = options.naive ?? false;
     this.extractor = new PdfExtractor({ limits: options.pdfLimits, log: this.log });
   }
 
   start(): void {
     if (this.running) return;
     this.stopping = false;
-    this.running = (this.naive ? this.naiveLoop() : this.loop()).catch((err: unknown) => {
+    this.running = this.loop().catch((err: unknown) => {
       this.log.error({ err }, "worker stopped on an unexpected error");
     });
   }
@@ -186,69 +181,5 @@ export class JobWorker {
   private skip(log: FastifyBaseLogger): void {
     this.stats.skipped++;
     log.info("the paper was deleted or its PDF replaced while the job ran; results dropped");
-  }
-
-  /**
-   * The original's pipeline, for the benchmark: one lazy query over the queued jobs
-   * holds its read transaction open while each document is parsed, and the results are
-   * written inside it, so the lock is held across documents.
-   */
-  private async naiveLoop(): Promise<void> {
-    while (!this.stopping) {
-      let batch: Array<{ jobId: string; docId: string; filePath: string }>;
-      try {
-        batch = this.repo.naiveBeginBatch();
-      } catch (err) {
-        this.stats.aborted++;
-        this.safeEnd(false);
-        this.log.warn({ err }, "naive worker: job query failed");
-        await this.sleep(this.pollIntervalMs);
-        continue;
-      }
-      if (batch.length === 0) {
-        this.safeEnd(true);
-        this.signalIdle();
-        await this.sleep(this.pollIntervalMs);
-        continue;
-      }
-      try {
-        for (const job of batch) {
-          if (this.stopping) break;
-          let doc: ExtractedDocument;
-          try {
-            doc = await this.extractor.extract(this.files.absolute(job.filePath));
-          } catch (err) {
-            if (err instanceof ExtractionStopped) break;
-            if (this.repo.failJob(job.jobId, "text", (err as Error).message)) this.stats.failed++;
-            else this.stats.skipped++;
-            continue;
-          }
-          if (
-            this.repo.saveText(job.jobId, job.docId, doc.pages) &&
-            this.repo.saveChunks(job.jobId, job.docId, doc.chunks)
-          ) {
-            this.stats.completed++;
-          } else {
-            this.stats.skipped++;
-          }
-        }
-        this.repo.naiveEndBatch(true);
-      } catch (err) {
-        this.stats.aborted++;
-        this.safeEnd(false);
-        this.log.warn({ err, busy: isBusyError(err) }, "naive worker: pipeline attempt aborted");
-        await this.sleep(this.pollIntervalMs);
-      }
-    }
-    this.safeEnd(false);
-    this.signalIdle();
-  }
-
-  private safeEnd(commit: boolean): void {
-    try {
-      this.repo.naiveEndBatch(commit);
-    } catch (err) {
-      this.log.warn({ err }, "naive worker: could not end its transaction");
-    }
   }
 }
