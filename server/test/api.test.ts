@@ -5,7 +5,7 @@ import { SignJWT } from "jose";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { FastifyInstance } from "fastify";
 import { hashPassword } from "../src/auth.js";
-import { ADMIN, injectUpload, listDir, login, removeTempDirs, tempDataDir, testApp, uploadParts } from "./helpers/app.js";
+import { ADMIN, injectUpload, listDir, login, removeTempDirs, tempDataDir, testApp, uploadParts, sqliteOf } from "./helpers/app.js";
 import { makeSamplePdf } from "./helpers/pdf.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -43,12 +43,12 @@ describe("POST /api/v1/auth/login", () => {
     expect(header.alg).toBe("HS256");
     expect(payload.sub).toBe(ADMIN.user);
     expect(payload.exp - payload.iat).toBe(480 * 60);
-    const row = app.refserver.repo.findUser(ADMIN.user);
+    const row = await app.refserver.repo.findUser(ADMIN.user);
     expect(row?.last_login).toEqual(expect.any(String));
   });
 
   it("401 Invalid credentials for a wrong password, an unknown user, or a non-admin", async () => {
-    app.refserver.repo.createUser("reader", await hashPassword("pw"), false);
+    await app.refserver.repo.createUser("reader", await hashPassword("pw"), false);
     for (const [u, p] of [
       [ADMIN.user, "wrong"],
       ["nobody", "x"],
@@ -114,7 +114,7 @@ describe("bearer authentication", () => {
   });
 
   it("403 Admin access required for a valid token of a non-admin user", async () => {
-    app.refserver.repo.createUser("reader", await hashPassword("pw"), false);
+    await app.refserver.repo.createUser("reader", await hashPassword("pw"), false);
     const readerToken = await app.refserver.tokens.issue("reader");
     const res = await app.inject({ method: "GET", url: "/api/v1/jobs", headers: { authorization: `Bearer ${readerToken}` } });
     expect(res.statusCode).toBe(403);
@@ -162,7 +162,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
       text: "",
       created_at: expect.any(String),
     });
-    const db = app.refserver.repo.db;
+    const db = sqliteOf(app);
     expect(db.prepare("SELECT source FROM metadata WHERE paper_id = ?").get(body.doc_id)).toEqual({ source: "user_api" });
     expect(db.prepare("SELECT library_id, zotero_key, zotero_version, collection_keys, tags FROM zoterolink").get()).toEqual({
       library_id: "12345",
@@ -202,7 +202,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
     const second = await injectUpload(app, token, uploadParts(pdf, fields));
     expect(second.statusCode).toBe(409);
     expect(second.json()).toEqual({ detail: `Document with Zotero key 'DUPE0001' already exists (doc_id: ${docId})` });
-    expect(app.refserver.repo.counts().papers).toBe(1);
+    expect((await app.refserver.repo.counts()).papers).toBe(1);
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${docId}.pdf`]);
     expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
   });
@@ -212,7 +212,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
     expect(res.statusCode).toBe(200);
     const again = await injectUpload(app, token, uploadParts(pdf, { zotero_key: "ONLYKEY1" }));
     expect(again.statusCode).toBe(200);
-    expect(app.refserver.repo.db.prepare("SELECT COUNT(*) AS n FROM zoterolink").get()).toEqual({ n: 0 });
+    expect(sqliteOf(app).prepare("SELECT COUNT(*) AS n FROM zoterolink").get()).toEqual({ n: 0 });
   });
 
   it("422 when file, title or authors is missing, or year is not an integer", async () => {
@@ -255,7 +255,7 @@ describe("POST /api/v1/papers/upload_with_metadata", () => {
     expect((res.json() as { detail: string }).detail).toMatch(/%PDF-/);
     expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([]);
-    expect(app.refserver.repo.counts().papers).toBe(0);
+    expect((await app.refserver.repo.counts()).papers).toBe(0);
   });
 
   it("413 over the size limit, and nothing is kept", async () => {

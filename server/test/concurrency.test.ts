@@ -41,7 +41,7 @@ describe("concurrent uploads against a real listening server", () => {
         lastBacklogJob = String(r.body.job_id);
       }
       // FIFO: the newest backlog job waits behind five 40-page documents, so the worker is busy.
-      expect(server.app.refserver.repo.getJob(lastBacklogJob)?.status).toBe("processing");
+      expect((await server.app.refserver.repo.getJob(lastBacklogJob))?.status).toBe("processing");
       const results = await Promise.all(
         Array.from({ length: 32 }, (_, i) =>
           httpUpload(server, token, makeSamplePdf(2, 2, `Load${i}`), {
@@ -54,7 +54,7 @@ describe("concurrent uploads against a real listening server", () => {
       );
       expect(results.map((r) => r.status)).toEqual(Array(32).fill(200));
       await server.waitForIdle();
-      const counts = server.app.refserver.repo.counts();
+      const counts = await server.app.refserver.repo.counts();
       expect(counts).toEqual({ papers: 38, jobs: { completed: 38 } });
       expect(await readdir(join(dataDir, "pdfs"))).toHaveLength(38);
     } finally {
@@ -80,7 +80,7 @@ describe("concurrent uploads against a real listening server", () => {
       for (const d of dup) {
         expect(d.body).toEqual({ detail: `Document with Zotero key 'RACE0001' already exists (doc_id: ${String(winner)})` });
       }
-      expect(server.app.refserver.repo.counts().papers).toBe(1);
+      expect((await server.app.refserver.repo.counts()).papers).toBe(1);
       expect(await readdir(join(dataDir, "pdfs"))).toEqual([`${String(winner)}.pdf`]);
       expect(await readdir(join(dataDir, "tmp"))).toEqual([]);
     } finally {

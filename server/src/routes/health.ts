@@ -23,7 +23,7 @@ export const healthRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
     async () => ({
       status: "ok",
       version: VERSION,
-      database: ctx.repo.ping() ? "ok" : "error",
+      database: (await ctx.repo.ping()) ? "ok" : "error",
       worker: ctx.worker ? "running" : "disabled",
     }),
   );

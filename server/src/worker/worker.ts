@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from "fastify";
-import type { ChunkInput, ClaimedJob, Repository } from "../db/repository.js";
+import type { ChunkInput, ClaimedJob, Repository } from "../db/types.js";
 import type { FileStore } from "../storage.js";
 import { ExtractionStopped, PdfExtractor, PdfLimitError } from "./extractor.js";
 import type { PdfLimits } from "./limits.js";
@@ -112,7 +112,7 @@ export class JobWorker {
     while (!this.stopping) {
       let job: ClaimedJob | null;
       try {
-        job = this.repo.claimNextJob(this.maxAttempts);
+        job = await this.repo.claimNextJob(this.maxAttempts);
       } catch (err) {
         this.log.warn({ err }, "worker could not claim a job; will retry");
         await this.sleep(this.pollIntervalMs);
@@ -123,6 +123,21 @@ export class JobWorker {
         await this.sleep(this.pollIntervalMs);
         continue;
       }
+      // PostgreSQL: the claim is a lease; renew it while the job runs so no other process takes
+      // it (a process that dies stops renewing, and the job is claimed again after the lease).
+      const renewEvery = this.repo.leaseRenewIntervalMs;
+      const claimed = job;
+      const renewal =
+        renewEvery === undefined
+          ? undefined
+          : setInterval(() => {
+              this.repo.renewLease(claimed.jobId).then(
+                (held) => {
+                  if (!held) this.log.warn({ jobId: claimed.jobId }, "lost the lease on a job (taken over or closed)");
+                },
+                (err: unknown) => this.log.warn({ err, jobId: claimed.jobId }, "could not renew a job lease"),
+              );
+            }, renewEvery);
       try {
         await this.process(job);
       } catch (err) {
@@ -130,6 +145,8 @@ export class JobWorker {
         this.stats.aborted++;
         this.log.error({ err, jobId: job.jobId }, "pipeline attempt aborted; the job will be retried");
         await this.sleep(this.pollIntervalMs);
+      } finally {
+        if (renewal) clearInterval(renewal);
       }
     }
     this.signalIdle();
@@ -140,7 +157,7 @@ export class JobWorker {
     let pages: string[];
     let chunks: ChunkInput[];
     if (job.textDone) {
-      pages = this.repo.pageTexts(job.docId);
+      pages = await this.repo.pageTexts(job.docId);
       try {
         chunks = await this.extractor.chunk(pages);
       } catch (err) {
@@ -160,19 +177,19 @@ export class JobWorker {
       pages = doc.pages;
       chunks = doc.chunks;
       const note = doc.notes.length > 0 ? doc.notes.join("; ") : undefined;
-      if (!this.repo.saveText(job.jobId, job.docId, pages, note)) return this.skip(log);
+      if (!(await this.repo.saveText(job.jobId, job.docId, pages, note))) return this.skip(log);
       if (note) log.warn({ note }, "text step done within the PDF limits");
       else log.debug({ pages: pages.length }, "text step done");
     }
     if (this.stopping) return; // between steps
-    if (!this.repo.saveChunks(job.jobId, job.docId, chunks)) return this.skip(log);
+    if (!(await this.repo.saveChunks(job.jobId, job.docId, chunks))) return this.skip(log);
     this.stats.completed++;
     log.info({ pages: pages.length, chunks: chunks.length }, "job completed");
   }
 
-  private fail(job: ClaimedJob, step: "text" | "chunking", message: string, log: FastifyBaseLogger): void {
+  private async fail(job: ClaimedJob, step: "text" | "chunking", message: string, log: FastifyBaseLogger): Promise<void> {
     // The file may be gone because the paper was deleted or its PDF replaced meanwhile.
-    if (!this.repo.failJob(job.jobId, step, message)) return this.skip(log);
+    if (!(await this.repo.failJob(job.jobId, step, message))) return this.skip(log);
     this.stats.failed++;
     log.warn({ reason: message }, "job failed");
   }

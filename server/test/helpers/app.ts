@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { buildApp, type AppOptions } from "../../src/app.js";
+import type { SqliteDatabase } from "../../src/db/connection.js";
+import { SqliteRepository } from "../../src/db/repository.js";
 
 export const ADMIN = { user: "admin", password: "correct horse battery staple" };
 
@@ -110,4 +112,11 @@ export async function waitFor<T>(check: () => Promise<T | undefined> | T | undef
     if (Date.now() > deadline) throw new Error("waitFor: timed out");
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** The SQLite connection of an app's requests (or its worker's): for tests that read rows directly. */
+export function sqliteOf(app: FastifyInstance, worker = false): SqliteDatabase {
+  const repo = worker ? app.refserver.workerRepo : app.refserver.repo;
+  if (!(repo instanceof SqliteRepository)) throw new Error("this test reads the SQLite database directly");
+  return repo.db;
 }
