@@ -8,8 +8,9 @@
  * - Safe to run twice: every row is inserted with ON CONFLICT DO NOTHING on its own key, so a
  *   second run adds only what the first did not copy (rows the library gained meanwhile; a row
  *   changed in SQLite after it was copied is not updated: stop the SQLite server first).
- * - Verified: afterwards every table holds as many rows in PostgreSQL as in the snapshot;
- *   otherwise (PostgreSQL held other rows before) it says so and exits 1.
+ * - Verified: before the commit, every table must hold as many rows in PostgreSQL as in the
+ *   snapshot; otherwise (PostgreSQL held other rows before) the transaction is rolled back, and it
+ *   says so and exits 1.
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -93,18 +94,19 @@ export async function migrateLibrary(fromDir: string, url: string): Promise<Migr
           report.source[t.table] = (sqlite.prepare(`SELECT COUNT(*) AS n FROM "${t.table}"`).get() as { n: number }).n;
           report.inserted[t.table] = await copyTable(sqlite, client, t);
         }
-        await client.query("COMMIT");
+        // Verified before the commit: when the counts differ nothing of this run is kept.
+        for (const t of TABLES) {
+          const { rows } = await client.query<{ n: number }>(`SELECT COUNT(*) AS n FROM ${t.target}`);
+          const n = rows[0]?.n ?? 0;
+          const expected = report.source[t.table] ?? 0;
+          if (n !== expected) report.mismatches.push({ table: t.table, sqlite: expected, postgres: n });
+        }
+        await client.query(report.mismatches.length === 0 ? "COMMIT" : "ROLLBACK");
       } catch (err) {
         await client.query("ROLLBACK").catch(() => undefined);
         throw err;
       } finally {
         sqlite.exec("COMMIT");
-      }
-      for (const t of TABLES) {
-        const { rows } = await client.query<{ n: number }>(`SELECT COUNT(*) AS n FROM ${t.target}`);
-        const n = rows[0]?.n ?? 0;
-        const expected = report.source[t.table] ?? 0;
-        if (n !== expected) report.mismatches.push({ table: t.table, sqlite: expected, postgres: n });
       }
     } finally {
       client.release();
@@ -178,7 +180,7 @@ export async function migrateCommand(
     if (report.mismatches.length > 0) {
       for (const m of report.mismatches) {
         io.stderr.write(
-          `refserver-lite migrate: ${m.table}: ${m.postgres} rows in PostgreSQL, ${m.sqlite} in ${from}: the database held other rows before; migrate into an empty database\n`,
+          `refserver-lite migrate: ${m.table}: ${m.postgres} rows in PostgreSQL, ${m.sqlite} in ${from}: the database held other rows before; nothing was copied: migrate into an empty database\n`,
         );
       }
       return 1;
