@@ -123,11 +123,10 @@ export class SqliteLibrary implements Library {
     }
     const hits = matchingPapers(terms);
     const rows = this.q(
-        `SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS}
-         WHERE p.doc_id IN (SELECT doc_id FROM (${hits.sql}))
-         ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
-      )
-      .all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
+      `SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS}
+       WHERE p.doc_id IN (SELECT doc_id FROM (${hits.sql}))
+       ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
+    ).all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
     const total = (this.q(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
     return { rows, total };
   }
@@ -141,10 +140,9 @@ export class SqliteLibrary implements Library {
     if (terms.length === 0) return { matches: [], total: 0 };
     const hits = matchingPapers(terms);
     const rows = this.q(
-        `SELECT ${ROW_COLUMNS} FROM (${hits.sql}) h JOIN paper p ON p.doc_id = h.doc_id ${ROW_JOINS}
-         ORDER BY h.score, p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
-      )
-      .all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
+      `SELECT ${ROW_COLUMNS} FROM (${hits.sql}) h JOIN paper p ON p.doc_id = h.doc_id ${ROW_JOINS}
+       ORDER BY h.score, p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
+    ).all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
     const total = (this.q(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
     return { matches: await Promise.all(rows.map(async (r) => ({ ...r, ...(await this.snippet(r.doc_id, terms)) }))), total };
   }
@@ -205,10 +203,9 @@ export class SqliteLibrary implements Library {
   /** Jobs newest first with each paper's title (the jobs page). */
   async jobs(limit: number, offset: number): Promise<{ jobs: Array<JobRow & { title: string | null }>; total: number; open: number }> {
     const jobs = this.q(
-        `SELECT j.*, m.title FROM processingjob j LEFT JOIN metadata m ON m.paper_id = j.paper_id
-         ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?`,
-      )
-      .all(limit, offset) as Array<JobRow & { title: string | null }>;
+      `SELECT j.*, m.title FROM processingjob j LEFT JOIN metadata m ON m.paper_id = j.paper_id
+       ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?`,
+    ).all(limit, offset) as Array<JobRow & { title: string | null }>;
     const counts = this.q(`SELECT COUNT(*) AS n, SUM(status IN ('uploaded', 'processing')) AS open FROM processingjob`)
       .get() as { n: number; open: number | null };
     return { jobs, total: counts.n, open: counts.open ?? 0 };

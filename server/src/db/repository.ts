@@ -71,10 +71,9 @@ export class SqliteRepository implements Repository {
   async upsertAdmin(username: string, passwordHash: string): Promise<void> {
     this.write(() => {
       this.q(
-          `INSERT INTO user (username, password_hash, is_admin, created_at) VALUES (?, ?, 1, ?)
-           ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, is_admin = 1`,
-        )
-        .run(username, passwordHash, now());
+        `INSERT INTO user (username, password_hash, is_admin, created_at) VALUES (?, ?, 1, ?)
+         ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, is_admin = 1`,
+      ).run(username, passwordHash, now());
     });
   }
 
@@ -120,26 +119,22 @@ export class SqliteRepository implements Repository {
   private insertUploadRows(u: NewUpload): void {
     const t = now();
     this.q(
-        `INSERT INTO paper (doc_id, filename, file_path, file_size, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?)`,
-      )
-      .run(u.docId, u.filename, u.filePath, u.fileSize, t, t);
+      `INSERT INTO paper (doc_id, filename, file_path, file_size, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(u.docId, u.filename, u.filePath, u.fileSize, t, t);
     this.q(
-        `INSERT INTO metadata (paper_id, title, authors, year, source) VALUES (?, ?, ?, ?, 'user_api')`,
-      )
-      .run(u.docId, u.title, JSON.stringify(u.authors), u.year);
+      `INSERT INTO metadata (paper_id, title, authors, year, source) VALUES (?, ?, ?, ?, 'user_api')`,
+    ).run(u.docId, u.title, JSON.stringify(u.authors), u.year);
     if (u.zotero) {
       this.q(
-          `INSERT INTO zoterolink (paper_id, library_id, zotero_key, zotero_version, collection_keys, tags, imported_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(u.docId, u.zotero.libraryId, u.zotero.key, u.zotero.version, u.zotero.collectionKeys, u.zotero.tags, t);
+        `INSERT INTO zoterolink (paper_id, library_id, zotero_key, zotero_version, collection_keys, tags, imported_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ).run(u.docId, u.zotero.libraryId, u.zotero.key, u.zotero.version, u.zotero.collectionKeys, u.zotero.tags, t);
     }
     this.q(
-        `INSERT INTO processingjob (job_id, paper_id, filename, status, current_step, created_at, updated_at)
-         VALUES (?, ?, ?, 'uploaded', 'queued', ?, ?)`,
-      )
-      .run(u.jobId, u.docId, u.filename, t, t);
+      `INSERT INTO processingjob (job_id, paper_id, filename, status, current_step, created_at, updated_at)
+       VALUES (?, ?, ?, 'uploaded', 'queued', ?, ?)`,
+    ).run(u.jobId, u.docId, u.filename, t, t);
     this.q("UPDATE processingjob SET status = 'processing', updated_at = ? WHERE job_id = ?")
       .run(t, u.jobId);
   }
@@ -153,12 +148,11 @@ export class SqliteRepository implements Repository {
   /** A library's links with each paper's metadata: one query (LEFT JOIN), not one per paper. */
   async zoteroLinks(libraryId: string): Promise<ZoteroLinkRow[]> {
     return this.q(
-        `SELECT z.zotero_key, z.paper_id AS doc_id, z.zotero_version, z.tags, z.collection_keys,
-                m.id IS NOT NULL AS has_metadata, m.title, m.authors, m.year, m.doi, m.journal
-         FROM zoterolink z LEFT JOIN metadata m ON m.paper_id = z.paper_id
-         WHERE z.library_id = ? ORDER BY z.zotero_key`,
-      )
-      .all(libraryId) as ZoteroLinkRow[];
+      `SELECT z.zotero_key, z.paper_id AS doc_id, z.zotero_version, z.tags, z.collection_keys,
+              m.id IS NOT NULL AS has_metadata, m.title, m.authors, m.year, m.doi, m.journal
+       FROM zoterolink z LEFT JOIN metadata m ON m.paper_id = z.paper_id
+       WHERE z.library_id = ? ORDER BY z.zotero_key`,
+    ).all(libraryId) as ZoteroLinkRow[];
   }
 
   // ---- changes to a stored paper ----------------------------------------------------
@@ -176,16 +170,15 @@ export class SqliteRepository implements Repository {
       this.q("INSERT INTO metadata (paper_id, source) VALUES (?, 'user_api') ON CONFLICT(paper_id) DO NOTHING")
         .run(docId);
       this.q(
-          `UPDATE metadata SET
-             title = CASE WHEN @set_title THEN @title ELSE title END,
-             authors = CASE WHEN @set_authors THEN @authors ELSE authors END,
-             journal = CASE WHEN @set_journal THEN @journal ELSE journal END,
-             year = CASE WHEN @set_year THEN @year ELSE year END,
-             abstract = CASE WHEN @set_abstract THEN @abstract ELSE abstract END,
-             doi = CASE WHEN @set_doi THEN @doi ELSE doi END
-           WHERE paper_id = @doc_id`,
-        )
-        .run({
+        `UPDATE metadata SET
+           title = CASE WHEN @set_title THEN @title ELSE title END,
+           authors = CASE WHEN @set_authors THEN @authors ELSE authors END,
+           journal = CASE WHEN @set_journal THEN @journal ELSE journal END,
+           year = CASE WHEN @set_year THEN @year ELSE year END,
+           abstract = CASE WHEN @set_abstract THEN @abstract ELSE abstract END,
+           doi = CASE WHEN @set_doi THEN @doi ELSE doi END
+         WHERE paper_id = @doc_id`,
+      ).run({
           doc_id: docId,
           set_title: patch.title !== undefined ? 1 : 0,
           title: patch.title ?? null,
@@ -210,13 +203,12 @@ export class SqliteRepository implements Repository {
   private updateLink(docId: string, link: LinkPatch): void {
     if (link.version === undefined && link.tags === undefined && link.collectionKeys === undefined) return;
     this.q(
-        `UPDATE zoterolink SET
-           zotero_version = CASE WHEN @set_version THEN @version ELSE zotero_version END,
-           tags = CASE WHEN @set_tags THEN @tags ELSE tags END,
-           collection_keys = CASE WHEN @set_collections THEN @collections ELSE collection_keys END
-         WHERE paper_id = @doc_id`,
-      )
-      .run({
+      `UPDATE zoterolink SET
+         zotero_version = CASE WHEN @set_version THEN @version ELSE zotero_version END,
+         tags = CASE WHEN @set_tags THEN @tags ELSE tags END,
+         collection_keys = CASE WHEN @set_collections THEN @collections ELSE collection_keys END
+       WHERE paper_id = @doc_id`,
+    ).run({
         doc_id: docId,
         set_version: link.version !== undefined ? 1 : 0,
         version: link.version ?? null,
@@ -243,26 +235,23 @@ export class SqliteRepository implements Repository {
       if (!row) return { ok: false, reason: "not-found" };
       const t = now();
       this.q(
-          `UPDATE paper SET filename = ?, file_path = ?, file_size = ?, page_count = NULL, ocr_text = NULL,
-             updated_at = ? WHERE doc_id = ?`,
-        )
-        .run(r.filename, r.filePath, r.fileSize, t, r.docId);
+        `UPDATE paper SET filename = ?, file_path = ?, file_size = ?, page_count = NULL, ocr_text = NULL,
+           updated_at = ? WHERE doc_id = ?`,
+      ).run(r.filename, r.filePath, r.fileSize, t, r.docId);
       this.q("DELETE FROM pagetext WHERE paper_id = ?").run(r.docId);
       this.q("DELETE FROM semanticchunk WHERE paper_id = ?").run(r.docId);
       const superseded = `Superseded: the PDF was replaced (job ${r.jobId})`;
       this.q(
-          `UPDATE processingjob SET status = 'failed', current_step = 'failed', error_message = ?,
-             text_status = CASE WHEN text_status = 'running' THEN 'failed' ELSE text_status END,
-             chunking_status = CASE WHEN chunking_status = 'running' THEN 'failed' ELSE chunking_status END,
-             updated_at = ?, completed_at = ?
-           WHERE paper_id = ? AND status IN ('uploaded', 'processing')`,
-        )
-        .run(superseded, t, t, r.docId);
+        `UPDATE processingjob SET status = 'failed', current_step = 'failed', error_message = ?,
+           text_status = CASE WHEN text_status = 'running' THEN 'failed' ELSE text_status END,
+           chunking_status = CASE WHEN chunking_status = 'running' THEN 'failed' ELSE chunking_status END,
+           updated_at = ?, completed_at = ?
+         WHERE paper_id = ? AND status IN ('uploaded', 'processing')`,
+      ).run(superseded, t, t, r.docId);
       this.q(
-          `INSERT INTO processingjob (job_id, paper_id, filename, status, current_step, created_at, updated_at)
-           VALUES (?, ?, ?, 'processing', 'queued', ?, ?)`,
-        )
-        .run(r.jobId, r.docId, r.filename, t, t);
+        `INSERT INTO processingjob (job_id, paper_id, filename, status, current_step, created_at, updated_at)
+         VALUES (?, ?, ?, 'processing', 'queued', ?, ?)`,
+      ).run(r.jobId, r.docId, r.filename, t, t);
       this.updateLink(r.docId, r.link);
       return { ok: true, oldFilePath: row.file_path };
     });
@@ -314,11 +303,10 @@ export class SqliteRepository implements Repository {
   /** What a log line names a paper by: its Zotero key and title (undefined when no such paper). */
   async paperLabel(docId: string): Promise<{ doc_id: string; zotero_key: string | null; title: string | null } | undefined> {
     return this.q(
-        `SELECT p.doc_id AS doc_id, z.zotero_key AS zotero_key, m.title AS title FROM paper p
-         LEFT JOIN zoterolink z ON z.paper_id = p.doc_id LEFT JOIN metadata m ON m.paper_id = p.doc_id
-         WHERE p.doc_id = ?`,
-      )
-      .get(docId) as { doc_id: string; zotero_key: string | null; title: string | null } | undefined;
+      `SELECT p.doc_id AS doc_id, z.zotero_key AS zotero_key, m.title AS title FROM paper p
+       LEFT JOIN zoterolink z ON z.paper_id = p.doc_id LEFT JOIN metadata m ON m.paper_id = p.doc_id
+       WHERE p.doc_id = ?`,
+    ).get(docId) as { doc_id: string; zotero_key: string | null; title: string | null } | undefined;
   }
 
   async getPaper(docId: string): Promise<PaperRow | undefined> {
@@ -372,32 +360,29 @@ export class SqliteRepository implements Repository {
     return this.write(() => {
       for (;;) {
         const row = this.q(
-            `SELECT j.job_id, j.paper_id, j.attempts, j.text_status, p.file_path FROM processingjob j
-             JOIN paper p ON p.doc_id = j.paper_id
-             WHERE j.status IN ('uploaded', 'processing') ORDER BY j.rowid LIMIT 1`,
-          )
-          .get() as
+          `SELECT j.job_id, j.paper_id, j.attempts, j.text_status, p.file_path FROM processingjob j
+           JOIN paper p ON p.doc_id = j.paper_id
+           WHERE j.status IN ('uploaded', 'processing') ORDER BY j.rowid LIMIT 1`,
+        ).get() as
           | { job_id: string; paper_id: string; attempts: number; text_status: StepStatus; file_path: string }
           | undefined;
         if (!row) return null;
         const t = now();
         if (row.attempts >= maxAttempts) {
           this.q(
-              `UPDATE processingjob SET status = 'failed', error_message = ?, updated_at = ?, completed_at = ?
-               WHERE job_id = ?`,
-            )
-            .run(`Gave up after ${row.attempts} interrupted attempts`, t, t, row.job_id);
+            `UPDATE processingjob SET status = 'failed', error_message = ?, updated_at = ?, completed_at = ?
+             WHERE job_id = ?`,
+          ).run(`Gave up after ${row.attempts} interrupted attempts`, t, t, row.job_id);
           continue;
         }
         const textDone = row.text_status === "completed";
         this.q(
-            `UPDATE processingjob SET status = 'processing', attempts = attempts + 1, current_step = ?,
-               text_status = CASE WHEN text_status = 'completed' THEN text_status ELSE 'running' END,
-               chunking_status = CASE WHEN ? THEN 'running' ELSE chunking_status END,
-               progress_percentage = CASE WHEN ? THEN 50 ELSE 10 END, updated_at = ?
-             WHERE job_id = ?`,
-          )
-          .run(textDone ? "chunking" : "text", textDone ? 1 : 0, textDone ? 1 : 0, t, row.job_id);
+          `UPDATE processingjob SET status = 'processing', attempts = attempts + 1, current_step = ?,
+             text_status = CASE WHEN text_status = 'completed' THEN text_status ELSE 'running' END,
+             chunking_status = CASE WHEN ? THEN 'running' ELSE chunking_status END,
+             progress_percentage = CASE WHEN ? THEN 50 ELSE 10 END, updated_at = ?
+           WHERE job_id = ?`,
+        ).run(textDone ? "chunking" : "text", textDone ? 1 : 0, textDone ? 1 : 0, t, row.job_id);
         return {
           jobId: row.job_id,
           docId: row.paper_id,
@@ -417,10 +402,9 @@ export class SqliteRepository implements Repository {
   private jobIsLive(jobId: string, docId: string): boolean {
     return (
       this.q(
-          `SELECT 1 FROM processingjob j JOIN paper p ON p.doc_id = j.paper_id
-           WHERE j.job_id = ? AND j.paper_id = ? AND j.status IN ('uploaded', 'processing')`,
-        )
-        .get(jobId, docId) !== undefined
+        `SELECT 1 FROM processingjob j JOIN paper p ON p.doc_id = j.paper_id
+         WHERE j.job_id = ? AND j.paper_id = ? AND j.status IN ('uploaded', 'processing')`,
+      ).get(jobId, docId) !== undefined
     );
   }
 
@@ -440,10 +424,9 @@ export class SqliteRepository implements Repository {
       this.q("UPDATE paper SET page_count = ?, ocr_text = ?, updated_at = ? WHERE doc_id = ?")
         .run(pages.length, pages.join("\n\n"), t, docId);
       this.q(
-          `UPDATE processingjob SET text_status = 'completed', text_completed_at = ?, text_error = ?, current_step = 'chunking',
-             chunking_status = 'running', progress_percentage = 50, updated_at = ? WHERE job_id = ?`,
-        )
-        .run(t, note ?? null, t, jobId);
+        `UPDATE processingjob SET text_status = 'completed', text_completed_at = ?, text_error = ?, current_step = 'chunking',
+           chunking_status = 'running', progress_percentage = 50, updated_at = ? WHERE job_id = ?`,
+      ).run(t, note ?? null, t, jobId);
       return true;
     });
   }
@@ -458,15 +441,14 @@ export class SqliteRepository implements Repository {
       const t = now();
       this.q("DELETE FROM semanticchunk WHERE paper_id = ?").run(docId);
       const ins = this.q(
-        "INSERT INTO semanticchunk (paper_id, page_number, chunk_index_on_page, text) VALUES (?, ?, ?, ?)",
-      );
-      for (const c of chunks) ins.run(docId, c.pageNumber, c.indexOnPage, c.text);
-      this.q(
-          `UPDATE processingjob SET chunking_status = 'completed', chunking_completed_at = ?, status = 'completed',
-             current_step = 'completed', progress_percentage = 100, error_message = NULL, updated_at = ?, completed_at = ?
-           WHERE job_id = ?`,
-        )
-        .run(t, t, t, jobId);
+      "INSERT INTO semanticchunk (paper_id, page_number, chunk_index_on_page, text) VALUES (?, ?, ?, ?)",
+    );
+    for (const c of chunks) ins.run(docId, c.pageNumber, c.indexOnPage, c.text);
+    this.q(
+        `UPDATE processingjob SET chunking_status = 'completed', chunking_completed_at = ?, status = 'completed',
+           current_step = 'completed', progress_percentage = 100, error_message = NULL, updated_at = ?, completed_at = ?
+         WHERE job_id = ?`,
+      ).run(t, t, t, jobId);
       return true;
     });
   }
@@ -477,11 +459,10 @@ export class SqliteRepository implements Repository {
       const t = now();
       const col = step === "text" ? "text" : "chunking";
       const res = this.q(
-          `UPDATE processingjob SET status = 'failed', ${col}_status = 'failed', ${col}_error = ?, error_message = ?,
-             current_step = 'failed', updated_at = ?, completed_at = ?
-           WHERE job_id = ? AND status IN ('uploaded', 'processing')`,
-        )
-        .run(message, message, t, t, jobId);
+        `UPDATE processingjob SET status = 'failed', ${col}_status = 'failed', ${col}_error = ?, error_message = ?,
+           current_step = 'failed', updated_at = ?, completed_at = ?
+         WHERE job_id = ? AND status IN ('uploaded', 'processing')`,
+      ).run(message, message, t, t, jobId);
       return res.changes > 0;
     });
   }

@@ -68,10 +68,9 @@ export class SqliteSessionStore implements SessionStore {
   async find(id: string): Promise<WebSession | undefined> {
     if (id === "" || id.length > 200) return undefined;
     const row = this.q(
-        `SELECT s.username, s.csrf_token, s.expires_at FROM session s JOIN user u ON u.username = s.username
-         WHERE s.id_hash = ? AND s.expires_at > ? AND u.is_admin = 1`,
-      )
-      .get(hashId(id), this.now()) as { username: string; csrf_token: string; expires_at: number } | undefined;
+      `SELECT s.username, s.csrf_token, s.expires_at FROM session s JOIN user u ON u.username = s.username
+       WHERE s.id_hash = ? AND s.expires_at > ? AND u.is_admin = 1`,
+    ).get(hashId(id), this.now()) as { username: string; csrf_token: string; expires_at: number } | undefined;
     return row ? { username: row.username, csrfToken: row.csrf_token, expiresAt: row.expires_at } : undefined;
   }
 
