@@ -1,30 +1,35 @@
 import { mkdir } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import { hashPassword, loadOrCreateSecret, randomPassword, TokenService, TOKEN_TTL_SECONDS } from "./auth.js";
 import { makeAuthenticate, type AppContext } from "./context.js";
-import { closeDatabase, DEFAULT_BUSY_TIMEOUT_MS, isBusyError, openDatabase } from "./db/connection.js";
-import { Library } from "./db/library.js";
-import { migrate } from "./db/migrations.js";
-import { Repository } from "./db/repository.js";
-import { SessionStore } from "./db/sessions.js";
-import { HttpError } from "./errors.js";
+import { DEFAULT_BUSY_TIMEOUT_MS } from "./db/connection.js";
+import { openStorage } from "./db/open.js";
+import type { Repository, Storage } from "./db/types.js";
+import { httpErrorOf } from "./errors.js";
 import { DEFAULT_LOGIN_LIMITS, LoginLimiter, type LoginLimits } from "./login-limiter.js";
 import { authRoutes } from "./routes/auth.js";
 import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { healthRoutes } from "./routes/health.js";
 import { protectedRoutes } from "./routes/protected.js";
-import { diskFullError, FileStore } from "./storage.js";
+import { FileStore, STALE_FILE_MS } from "./storage.js";
 import type { PdfLimits } from "./worker/limits.js";
 import { JobWorker } from "./worker/worker.js";
 import { loginRoutes } from "./web/login.js";
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024;
-export const DB_FILENAME = "refserver.db";
+export { DB_FILENAME } from "./db/open.js";
 
 export interface AppOptions {
-  /** The data directory: database, PDFs, temp files, JWT secret. Created when missing. */
+  /** The data directory: database (SQLite), PDFs, temp files, JWT secret. Created when missing. */
   dataDir: string;
+  /**
+   * A `postgres://` URL: keep the rows in PostgreSQL instead of SQLite (several server processes
+   * may share it, with the same `dataDir` for the PDFs). Default: SQLite in `dataDir`.
+   */
+  databaseUrl?: string;
+  /** PostgreSQL: how long a claimed job stays leased to this process without renewal. Default 60 s. */
+  jobLeaseMs?: number;
   /** SQLite busy timeout. Default 5000 ms. */
   busyTimeoutMs?: number;
   /** Largest accepted upload. Default 200 MB. */
@@ -50,8 +55,6 @@ export interface AppOptions {
   pdfLimits?: Partial<PdfLimits>;
   /** Token lifetime. Default 480 minutes. */
   tokenTtlSeconds?: number;
-  /** Reproduce the original's SQLite configuration (benchmark only). Default false. */
-  naive?: boolean;
   /** Fastify logger option. Default false. */
   logger?: FastifyServerOptions["logger"];
 }
@@ -63,6 +66,8 @@ declare module "fastify" {
       generatedAdminPassword: string | undefined;
       /** The worker's repository (its own connection). */
       workerRepo: Repository;
+      /** The open storage (SQLite or PostgreSQL). */
+      storage: Storage;
     };
   }
 }
@@ -102,16 +107,18 @@ function quietRequests(): Pick<FastifyServerOptions, "disableRequestLogging" | "
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const dataDir = resolve(options.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const naive = options.naive ?? false;
   const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   const maxUploadBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
-  const dbPath = join(dataDir, DB_FILENAME);
-
-  const db = openDatabase({ path: dbPath, busyTimeoutMs, naive });
-  migrate(db);
-  const workerDb = openDatabase({ path: dbPath, busyTimeoutMs, naive });
-  const repo = new Repository(db, naive ? "naive" : "fixed");
-  const workerRepo = new Repository(workerDb, naive ? "naive" : "fixed");
+  const sessionTtlMs = (options.tokenTtlSeconds ?? TOKEN_TTL_SECONDS) * 1000;
+  const storage = await openStorage({
+    dataDir,
+    databaseUrl: options.databaseUrl,
+    busyTimeoutMs,
+    sessionTtlMs,
+    now: options.now,
+    jobLeaseMs: options.jobLeaseMs,
+  });
+  const { repo, workerRepo } = storage;
 
   const app = Fastify({
     logger: options.logger ?? false,
@@ -126,16 +133,20 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   try {
     const files = new FileStore(dataDir);
     await files.init();
-    const removed = await files.sweep(repo.allFilePaths());
+    // Alone on the database: every file no row names is a crash's leftover. Another server
+    // process running (PostgreSQL): only files older than STALE_FILE_MS, so its uploads in
+    // flight are left alone.
+    const removed = await files.sweep(await repo.allFilePaths(), storage.aloneAtStart ? 0 : STALE_FILE_MS);
     if (removed.length > 0) app.log.warn({ removed }, "startup sweep removed stray files");
+    await storage.startedServing();
 
     let generatedAdminPassword: string | undefined;
     if (options.adminUser && options.adminPassword) {
-      repo.upsertAdmin(options.adminUser, await hashPassword(options.adminPassword));
-    } else if (!repo.hasAdmin()) {
+      await repo.upsertAdmin(options.adminUser, await hashPassword(options.adminPassword));
+    } else if (!(await repo.hasAdmin())) {
       const username = options.adminUser ?? "admin";
       generatedAdminPassword = randomPassword();
-      repo.upsertAdmin(username, await hashPassword(generatedAdminPassword));
+      await repo.upsertAdmin(username, await hashPassword(generatedAdminPassword));
       options.onAdminCreated?.(username, generatedAdminPassword);
     }
 
@@ -148,7 +159,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
             files,
             log: app.log.child({ component: "worker" }),
             pollIntervalMs: options.workerPollIntervalMs ?? 1000,
-            naive,
             pdfLimits: options.pdfLimits,
           });
     const ctx: AppContext = {
@@ -160,11 +170,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       maxFieldBytes: options.maxFieldBytes ?? DEFAULT_MAX_FIELD_BYTES,
       loginLimiter: new LoginLimiter({ ...DEFAULT_LOGIN_LIMITS, ...options.loginLimits }, options.now),
       authenticate: makeAuthenticate(repo, tokens),
-      library: new Library(db),
+      library: storage.library,
       // Browser sessions live as long as a token (480 minutes by default).
-      sessions: new SessionStore(db, (options.tokenTtlSeconds ?? TOKEN_TTL_SECONDS) * 1000, options.now),
+      sessions: storage.sessions,
     };
-    app.decorate("refserver", { ...ctx, generatedAdminPassword, workerRepo });
+    app.decorate("refserver", { ...ctx, generatedAdminPassword, workerRepo, storage });
 
     app.addContentTypeParser(
       "application/x-www-form-urlencoded",
@@ -176,9 +186,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     );
 
     app.setErrorHandler((err: FastifyError, request, reply) => {
-      if (err instanceof HttpError) {
-        return reply.code(err.statusCode).headers(err.headers).send({ detail: err.detail });
-      }
       if (err.validation) {
         return reply.code(422).send({ detail: fastapiValidation(err) });
       }
@@ -189,21 +196,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       if (err.code === "FST_REQ_FILE_TOO_LARGE") {
         return reply.code(413).send({ detail: `File too large: the limit is ${maxUploadBytes} bytes per file` });
       }
+      // Domain errors (storage, database) and HttpError: the one place they become answers.
+      const mapped = httpErrorOf(err);
+      if (mapped) {
+        if (mapped.log) request.log.error({ err }, mapped.log);
+        return reply.code(mapped.error.statusCode).headers(mapped.error.headers).send({ detail: mapped.error.detail });
+      }
       if (err.statusCode === 413) {
         return reply.code(413).send({ detail: `Request too large: ${err.message}` });
-      }
-      if (err.code === "SQLITE_FULL") {
-        request.log.error({ err }, "disk full");
-        const full = diskFullError();
-        return reply.code(full.statusCode).send({ detail: full.detail });
-      }
-      if (isBusyError(err)) {
-        request.log.error({ err }, "database is locked");
-        return reply.code(500).send({ detail: "Database error: database is locked" });
-      }
-      if (typeof err.code === "string" && err.code.startsWith("SQLITE")) {
-        request.log.error({ err }, "database error");
-        return reply.code(500).send({ detail: `Database error: ${err.message}` });
       }
       if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
         return reply.code(err.statusCode).send({ detail: err.message });
@@ -255,12 +255,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // onClose runs after the server stopped accepting and in-flight requests finished.
     app.addHook("onClose", async () => {
       await worker?.stop();
-      closeDatabase(workerDb);
-      closeDatabase(db);
+      await storage.close();
     });
   } catch (err) {
-    closeDatabase(workerDb);
-    closeDatabase(db);
+    await storage.close();
     throw err;
   }
   return app;

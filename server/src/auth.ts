@@ -1,5 +1,5 @@
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from "node:crypto";
-import { open, readFile } from "node:fs/promises";
+import { link, open, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
 
@@ -57,19 +57,33 @@ export function randomPassword(): string {
 /** Token lifetime of the original server: 480 minutes. */
 export const TOKEN_TTL_SECONDS = 480 * 60;
 
-/** Load the HS256 secret from `<dataDir>/jwt-secret`, creating it (mode 0600) on first start. */
+/**
+ * Load the HS256 secret from `<dataDir>/jwt-secret`, creating it (mode 0600) on first start.
+ * Several server processes sharing the data directory (PostgreSQL) share the secret, so a token
+ * one issues the others accept. Created race-free: written whole to a temp name, fsynced, then
+ * hard-linked to its name (fails if another process got there first, whose secret is then read).
+ */
 export async function loadOrCreateSecret(dataDir: string): Promise<Uint8Array> {
   const path = join(dataDir, "jwt-secret");
+  const temp = join(dataDir, `.jwt-secret.${process.pid}.${randomBytes(6).toString("hex")}`);
   try {
-    const fh = await open(path, "wx", 0o600);
+    await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const fh = await open(temp, "wx", 0o600);
     try {
       await fh.writeFile(randomBytes(32).toString("hex") + "\n");
       await fh.sync();
     } finally {
       await fh.close();
     }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    try {
+      await link(temp, path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
   }
   const hex = (await readFile(path, "utf8")).trim();
   if (!/^[0-9a-f]{64,}$/i.test(hex)) throw new Error(`${path} does not hold a hex secret`);

@@ -152,7 +152,9 @@ export async function backupDataDir(options: BackupOptions): Promise<BackupRepor
   try {
     await stat(dbPath);
   } catch {
-    throw new BackupError(`no ${DB_FILENAME} in ${dataDir}: is that the server's data directory?`);
+    throw new BackupError(
+      `no ${DB_FILENAME} in ${dataDir}: is that the server's data directory? (A server on PostgreSQL is backed up with pg_dump and a copy of the PDFs: see the README.)`,
+    );
   }
   if (target === dataDir || target.startsWith(dataDir + sep) || dataDir.startsWith(target + sep)) {
     throw new BackupError("the backup directory and the data directory must not contain each other");

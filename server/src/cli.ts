@@ -3,21 +3,29 @@ import { DEFAULT_MAX_UPLOAD_BYTES } from "./app.js";
 import { backupCommand } from "./backup.js";
 import { chooseLogFormat, prettyLogStream, useColor } from "./log-format.js";
 import { DEFAULT_BUSY_TIMEOUT_MS } from "./db/connection.js";
+import { checkDatabaseUrl, redactUrl } from "./db/open.js";
 import { DEFAULT_LOGIN_LIMITS } from "./login-limiter.js";
 import { DEFAULT_MAX_FIELD_BYTES } from "./routes/form.js";
 import { startServer } from "./server.js";
 import { VERSION } from "./version.js";
 import { DEFAULT_PDF_LIMITS, MB } from "./worker/limits.js";
 
-const HELP = `refserver-lite ${VERSION}: a RefServerLite-compatible paper server (SQLite, WAL)
+const HELP = `refserver-lite ${VERSION}: a RefServerLite-compatible paper server (SQLite, WAL; or PostgreSQL)
 
-Usage: refserver-lite --data DIR [--port 8000] [--host 127.0.0.1] [options]
-       refserver-lite backup BACKUP_DIR --data DIR   consistent copy while the server runs
+Usage: refserver-lite --data DIR [--database postgres://...] [--port 8000] [--host 127.0.0.1] [options]
+       refserver-lite backup BACKUP_DIR --data DIR   consistent copy while the server runs (SQLite)
                                                      (refserver-lite backup --help)
+       refserver-lite migrate --from DIR --to postgres://...   copy a SQLite library into
+                                                     PostgreSQL (refserver-lite migrate --help)
 
 Flags:
   --data DIR              data directory (database, PDFs, JWT secret); created if missing
-                          (env REFSERVER_DATA)
+                          (env REFSERVER_DATA). With --database it holds the PDFs and the JWT
+                          secret: give every server process on one database the same directory
+  --database URL          keep the rows in PostgreSQL (postgres://user@host:5432/dbname) instead of
+                          SQLite in --data; several processes may share it (env REFSERVER_DATABASE_URL)
+  --job-lease-s S         PostgreSQL: a job claimed by a process that stops renewing it (it died)
+                          is taken by another after S seconds (default 60; env REFSERVER_JOB_LEASE_S)
   --port N                port to listen on, 0 for any free port (default 8000; env REFSERVER_PORT)
   --host ADDR             address to bind (default 127.0.0.1; env REFSERVER_HOST)
   --busy-timeout MS       SQLite busy timeout in ms (default ${DEFAULT_BUSY_TIMEOUT_MS}; env REFSERVER_BUSY_TIMEOUT_MS)
@@ -40,9 +48,6 @@ Flags:
                           (default ${DEFAULT_PDF_LIMITS.maxTextBytes / MB}; env REFSERVER_MAX_TEXT_MB)
   --pdf-memory-mb N       heap of the thread that reads PDFs; past it the job fails (default
                           ${DEFAULT_PDF_LIMITS.memoryMb}; env REFSERVER_PDF_MEMORY_MB)
-  --naive                 reproduce the original server's SQLite configuration (rollback
-                          journal, autocommit statements, deferred transactions, busy timeout
-                          5 s, lazy job query held across documents): for benchmarks only
   --log-level LEVEL       fatal|error|warn|info|debug|trace|silent (default info; env REFSERVER_LOG_LEVEL)
   -v, --verbose           debug logging: one line per request too (= --log-level debug)
   --log-format FORMAT     pretty (readable lines) or json (one JSON object a line); default pretty
@@ -58,12 +63,26 @@ Environment:
   REFSERVER_MAX_UPLOAD_MB, REFSERVER_MAX_FIELD_KB, REFSERVER_PUBLIC_READ,
   REFSERVER_LOGIN_IP_FAILURES, REFSERVER_LOGIN_USER_FAILURES, REFSERVER_LOGIN_WINDOW_S,
   REFSERVER_PDF_TIME_LIMIT_S, REFSERVER_PDF_MAX_DECODED_MB, REFSERVER_MAX_TEXT_MB,
-  REFSERVER_PDF_MEMORY_MB, REFSERVER_LOG_LEVEL, REFSERVER_LOG_FORMAT   defaults for the flags above
+  REFSERVER_PDF_MEMORY_MB, REFSERVER_LOG_LEVEL, REFSERVER_LOG_FORMAT, REFSERVER_DATABASE_URL,
+  REFSERVER_JOB_LEASE_S   defaults for the flags above
 
 On start it prints one line to stdout: "refserver-lite listening on http://HOST:PORT".
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, stop the worker between steps,
 checkpoint the WAL and close the database.
 `;
+
+/** The default job lease (db/pg/open.ts holds the same; not imported so SQLite never loads pg). */
+const DEFAULT_JOB_LEASE_MS = 60_000;
+
+/** An error message with the database password, should it appear, replaced. */
+function redactMessage(message: string, url: string): string {
+  try {
+    const password = decodeURIComponent(new URL(url).password);
+    return password === "" ? message : message.split(password).join("***");
+  } catch {
+    return message;
+  }
+}
 
 function fail(message: string): never {
   process.stderr.write(`refserver-lite: ${message}\nTry --help.\n`);
@@ -83,12 +102,19 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     process.exitCode = await backupCommand(argv.slice(1));
     return;
   }
+  if (argv[0] === "migrate") {
+    const { migrateCommand } = await import("./migrate.js");
+    process.exitCode = await migrateCommand(argv.slice(1));
+    return;
+  }
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       options: {
         data: { type: "string" },
+        database: { type: "string" },
+        "job-lease-s": { type: "string" },
         port: { type: "string" },
         host: { type: "string" },
         "busy-timeout": { type: "string" },
@@ -103,7 +129,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         "pdf-max-decoded-mb": { type: "string" },
         "max-text-mb": { type: "string" },
         "pdf-memory-mb": { type: "string" },
-        naive: { type: "boolean" },
         "log-level": { type: "string" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "V" },
@@ -128,6 +153,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   }
   const dataDir = v.data ?? env.REFSERVER_DATA;
   if (!dataDir) fail("--data DIR is required");
+  const databaseUrl = v.database ?? env.REFSERVER_DATABASE_URL ?? undefined;
+  if (databaseUrl !== undefined && databaseUrl !== "") {
+    const checked = checkDatabaseUrl(databaseUrl);
+    if (checked instanceof Error) fail(checked.message);
+  }
+  const jobLeaseMs = intOption("--job-lease-s", v["job-lease-s"] ?? env.REFSERVER_JOB_LEASE_S, DEFAULT_JOB_LEASE_MS / 1000, 1) * 1000;
   const port = intOption("--port", v.port ?? env.REFSERVER_PORT, 8000, 0);
   if (port > 65535) fail("--port must be at most 65535");
   const host = v.host ?? env.REFSERVER_HOST ?? "127.0.0.1";
@@ -154,8 +185,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   if (logFormat instanceof Error) fail(logFormat.message);
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(level)) fail(`unknown log level "${level}"`);
 
-  const server = await startServer({
+  let server;
+  try {
+    server = await startServer({
     dataDir,
+    databaseUrl: databaseUrl || undefined,
+    jobLeaseMs,
     port,
     host,
     busyTimeoutMs,
@@ -170,10 +205,17 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     },
     worker: !v["no-worker"],
     pdfLimits,
-    naive: v.naive ?? false,
     // Request logs go to stderr so stdout keeps only the lines meant for scripts.
     logger: { level, stream: logFormat === "pretty" ? prettyLogStream(process.stderr, useColor(process.stderr, env)) : process.stderr },
   });
+  } catch (err) {
+    // The database cannot be reached or used: one line naming it (never its password).
+    if (databaseUrl) {
+      process.stderr.write(`refserver-lite: cannot use the database ${redactUrl(databaseUrl)}: ${redactMessage((err as Error).message, databaseUrl)}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;

@@ -1,8 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { TokenService } from "./auth.js";
-import type { Repository } from "./db/repository.js";
-import type { Library } from "./db/library.js";
-import type { SessionStore } from "./db/sessions.js";
+import type { Repository } from "./db/types.js";
+import type { Library, SessionStore } from "./db/types.js";
 import type { LoginLimiter } from "./login-limiter.js";
 import type { FileStore } from "./storage.js";
 import type { JobWorker } from "./worker/worker.js";
@@ -53,7 +52,7 @@ export function makeAuthenticate(
     if (!token) throw AUTH_REQUIRED();
     const username = await tokens.verify(token);
     if (!username) throw AUTH_REQUIRED();
-    const user = repo.findUser(username);
+    const user = await repo.findUser(username);
     if (!user) throw AUTH_REQUIRED();
     if (user.is_admin !== 1) throw new HttpError(403, "Admin access required");
     request.username = username;

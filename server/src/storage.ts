@@ -1,28 +1,26 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { HttpError } from "./errors.js";
+import { DiskFullError, FileSaveError, NotPdfError } from "./errors.js";
 
 export const PDF_DIR = "pdfs";
 export const TMP_DIR = "tmp";
 const PDF_MAGIC = Buffer.from("%PDF-", "latin1");
 
-/** The disk (or the user's quota) is full: ENOSPC, EDQUOT, or SQLite's SQLITE_FULL. */
+/** Files older than this are a crash's leftovers even while another server process runs. */
+export const STALE_FILE_MS = 60 * 60 * 1000;
+
+/** The disk (or the user's quota) is full: ENOSPC, EDQUOT, SQLite's SQLITE_FULL, PostgreSQL's 53100. */
 export function isDiskFull(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return code === "ENOSPC" || code === "EDQUOT" || code === "SQLITE_FULL";
+  return code === "ENOSPC" || code === "EDQUOT" || code === "SQLITE_FULL" || code === "53100";
 }
 
-/** The answer to a write that found the disk full: 507, nothing of the request kept. */
-export function diskFullError(): HttpError {
-  return new HttpError(507, "not enough space on the server's disk");
-}
-
-/** A failure to store a file: 507 when the disk is full, else 500 naming the error code. */
-export function saveFailure(err: unknown): HttpError {
-  if (isDiskFull(err)) return diskFullError();
-  return new HttpError(500, `Failed to save file: ${(err as NodeJS.ErrnoException).code ?? "I/O error"}`);
+/** A failure to store a file, as a domain error: the disk is full, or another I/O error. */
+export function saveFailure(err: unknown): Error {
+  if (isDiskFull(err)) return new DiskFullError();
+  return new FileSaveError((err as NodeJS.ErrnoException).code ?? "I/O error");
 }
 
 /** The result of streaming one upload to a temp file. */
@@ -116,7 +114,7 @@ export class FileStore {
       }
       if (failure !== undefined || !fh) throw failure;
       if (badMagic || head.length < PDF_MAGIC.length) {
-        throw new HttpError(400, "The file is not a PDF (it must begin with %PDF-)");
+        throw new NotPdfError();
       }
       await fh.sync();
       await fh.close();
@@ -124,7 +122,7 @@ export class FileStore {
       return { tempPath, size };
     } catch (err) {
       await dropTemp();
-      throw isDiskFull(err) ? diskFullError() : err;
+      throw isDiskFull(err) ? new DiskFullError() : err;
     }
   }
 
@@ -153,19 +151,23 @@ export class FileStore {
 
   /**
    * Startup sweep: remove every temp file, and every stored PDF that no paper row
-   * names: left by a crash between rename and commit (upload, PDF replacement), or between
+   * names (only those older than `olderThanMs` when another server process may be writing): left by a crash between rename and commit (upload, PDF replacement), or between
    * a commit and the unlink of the file it made obsolete (PDF replacement, deletion).
    * Returns what it removed.
    */
-  async sweep(knownPaths: ReadonlySet<string>): Promise<string[]> {
+  async sweep(knownPaths: ReadonlySet<string>, olderThanMs = 0): Promise<string[]> {
     const removed: string[] = [];
+    const cutoff = Date.now() - olderThanMs;
+    const old = async (path: string): Promise<boolean> =>
+      olderThanMs <= 0 || ((await stat(path).catch(() => undefined))?.mtimeMs ?? Infinity) < cutoff;
     for (const name of await readdir(join(this.dataDir, TMP_DIR))) {
+      if (!(await old(join(this.dataDir, TMP_DIR, name)))) continue;
       await rm(join(this.dataDir, TMP_DIR, name), { force: true, recursive: true });
       removed.push(`${TMP_DIR}/${name}`);
     }
     for (const name of await readdir(join(this.dataDir, PDF_DIR))) {
       const rel = `${PDF_DIR}/${name}`;
-      if (!knownPaths.has(rel)) {
+      if (!knownPaths.has(rel) && (await old(join(this.dataDir, PDF_DIR, name)))) {
         await unlink(join(this.dataDir, PDF_DIR, name)).catch(() => undefined);
         removed.push(rel);
       }

@@ -10,18 +10,18 @@ import {
   type SqliteDatabase,
 } from "../src/db/connection.js";
 import { migrate } from "../src/db/migrations.js";
-import { Repository, type NewUpload } from "../src/db/repository.js";
+import { SqliteRepository, type NewUpload } from "../src/db/repository.js";
 import { holdLock } from "./helpers/lock-holder.js";
 import { removeTempDirs, tempDataDir } from "./helpers/app.js";
 
 const open: SqliteDatabase[] = [];
 
-async function freshDb(opts: { busyTimeoutMs?: number; naive?: boolean } = {}) {
+async function freshDb(opts: { busyTimeoutMs?: number } = {}) {
   const path = join(await tempDataDir(), "t.db");
   const db = openDatabase({ path, ...opts });
   migrate(db);
   open.push(db);
-  return { path, db, repo: new Repository(db, opts.naive ? "naive" : "fixed") };
+  return { path, db, repo: new SqliteRepository(db) };
 }
 
 function upload(zoteroKey?: string): NewUpload {
@@ -59,13 +59,6 @@ describe("pragmas", () => {
     expect(db.pragma("busy_timeout", { simple: true })).toBe(1234);
   });
 
-  it("naive mode reproduces the original: rollback journal, synchronous FULL, 5 s timeout", async () => {
-    const { db } = await freshDb({ naive: true, busyTimeoutMs: 100 });
-    expect(db.pragma("journal_mode", { simple: true })).toBe("delete");
-    expect(db.pragma("synchronous", { simple: true })).toBe(2);
-    expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
-  });
-
   it("foreign keys reject a job or metadata row for a missing paper", async () => {
     const { db } = await freshDb();
     expect(() =>
@@ -77,10 +70,10 @@ describe("pragmas", () => {
 describe("lock behaviour against a second process", () => {
   it("busy_timeout: a write waits for another writer instead of failing", async () => {
     const { path, repo, db } = await freshDb();
-    repo.createUser("someone", "x", true);
+    await repo.createUser("someone", "x", true);
     const holder = holdLock(path, "write", 400);
     await holder.ready;
-    expect(repo.recordLogin("someone")).toBe(true); // waited, then wrote
+    expect(await repo.recordLogin("someone")).toBe(true); // waited, then wrote
     expect(await holder.done).toBe(0);
     expect(db.prepare("SELECT last_login FROM user WHERE username = 'someone'").get()).toMatchObject({
       last_login: expect.any(String),
@@ -89,12 +82,12 @@ describe("lock behaviour against a second process", () => {
 
   it("control: with busy_timeout 0 the same write fails at once with SQLITE_BUSY", async () => {
     const { path, repo } = await freshDb({ busyTimeoutMs: 0 });
-    repo.createUser("someone", "x", true);
+    await repo.createUser("someone", "x", true);
     const holder = holdLock(path, "write", 400);
     await holder.ready;
     let err: unknown;
     try {
-      repo.recordLogin("someone");
+      await repo.recordLogin("someone");
     } catch (e) {
       err = e;
     }
@@ -104,10 +97,10 @@ describe("lock behaviour against a second process", () => {
 
   it("BEGIN IMMEDIATE: a read-then-write transaction (claiming a job) waits out another writer", async () => {
     const { path, repo } = await freshDb();
-    expect(repo.createUpload(upload())).toEqual({ ok: true });
+    expect(await repo.createUpload(upload())).toEqual({ ok: true });
     const holder = holdLock(path, "write", 400);
     await holder.ready;
-    const claimed = repo.claimNextJob(3); // SELECT then UPDATE
+    const claimed = (await repo.claimNextJob(3)); // SELECT then UPDATE
     await holder.done;
     expect(claimed).not.toBeNull();
     expect(claimed?.attempts).toBe(1);
@@ -140,18 +133,19 @@ describe("lock behaviour against a second process", () => {
     const { path, repo } = await freshDb({ busyTimeoutMs: 200 });
     const reader = holdLock(path, "read", 800);
     await reader.ready;
-    expect(repo.createUpload(upload("WALKEY01"))).toEqual({ ok: true });
+    expect(await repo.createUpload(upload("WALKEY01"))).toEqual({ ok: true });
     await reader.done;
   });
 
   it("control: in rollback-journal mode the same commit fails with 'database is locked' behind a reader", async () => {
-    const { path, repo, db } = await freshDb({ naive: true });
+    const { path, repo, db } = await freshDb();
+    db.pragma("journal_mode = DELETE");
     db.pragma("busy_timeout = 200");
     const reader = holdLock(path, "read", 800);
     await reader.ready;
     let err: unknown;
     try {
-      repo.createUpload(upload("WALKEY02"));
+      await repo.createUpload(upload("WALKEY02"));
     } catch (e) {
       err = e;
     }
@@ -165,9 +159,9 @@ describe("uploads are one transaction", () => {
   it("a duplicate (library, key) rolls back every row of the second upload", async () => {
     const { repo, db } = await freshDb();
     const first = upload("DUPKEY01");
-    expect(repo.createUpload(first)).toEqual({ ok: true });
+    expect(await repo.createUpload(first)).toEqual({ ok: true });
     const second = upload("DUPKEY01");
-    expect(repo.createUpload(second)).toEqual({
+    expect(await repo.createUpload(second)).toEqual({
       ok: false,
       reason: "duplicate",
       zoteroKey: "DUPKEY01",
@@ -182,17 +176,17 @@ describe("uploads are one transaction", () => {
 
   it("the same key in another library is a different item", async () => {
     const { repo } = await freshDb();
-    expect(repo.createUpload(upload("SAMEKEY1"))).toEqual({ ok: true });
+    expect(await repo.createUpload(upload("SAMEKEY1"))).toEqual({ ok: true });
     const other = upload("SAMEKEY1");
     other.zotero = { key: "SAMEKEY1", libraryId: "2", version: 1, collectionKeys: null, tags: null };
-    expect(repo.createUpload(other)).toEqual({ ok: true });
+    expect(await repo.createUpload(other)).toEqual({ ok: true });
   });
 });
 
 describe("close", () => {
   it("checkpoints the WAL so no -wal file is left behind", async () => {
     const { path, db, repo } = await freshDb();
-    for (let i = 0; i < 20; i++) repo.createUpload(upload());
+    for (let i = 0; i < 20; i++) await repo.createUpload(upload());
     expect(existsSync(`${path}-wal`)).toBe(true);
     closeDatabase(db);
     expect(!existsSync(`${path}-wal`) || statSync(`${path}-wal`).size === 0).toBe(true);

@@ -19,6 +19,7 @@ import {
   waitFor,
   type Part,
   type UploadFields,
+  sqliteOf,
 } from "./helpers/app.js";
 import { holdLock } from "./helpers/lock-holder.js";
 import { makeSamplePdf } from "./helpers/pdf.js";
@@ -193,7 +194,7 @@ describe("POST /api/v1/document/{doc_id}/metadata", () => {
       collection_keys: '["COLL0001","COLL0002"]',
     });
     expect(res.statusCode, res.body).toBe(200);
-    const db = app.refserver.repo.db;
+    const db = sqliteOf(app);
     expect(db.prepare("SELECT zotero_version, tags, collection_keys FROM zoterolink WHERE paper_id = ?").get(up.doc_id)).toEqual({
       zotero_version: 17,
       tags: '["ice","climate"]',
@@ -305,8 +306,8 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     const up = await upload({ zotero_key: "REPL0001", zotero_library_id: "5", zotero_version: "1" }, pdfA, "first.pdf");
     await app.refserver.worker?.whenIdle();
     const repo = app.refserver.repo;
-    expect(repo.pageTexts(up.doc_id).join("\n")).toContain("Alpha page 2");
-    const { file_path: oldPath, updated_at: updatedBefore } = repo.getPaper(up.doc_id) ?? { file_path: "", updated_at: "" };
+    expect((await repo.pageTexts(up.doc_id)).join("\n")).toContain("Alpha page 2");
+    const { file_path: oldPath, updated_at: updatedBefore } = (await repo.getPaper(up.doc_id)) ?? { file_path: "", updated_at: "" };
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${up.doc_id}.pdf`]);
 
     const res = await putPdf(up.doc_id, [
@@ -322,7 +323,7 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     expect(dl.statusCode).toBe(200);
     expect(dl.rawPayload.equals(pdfB)).toBe(true);
     expect(dl.headers["content-disposition"]).toContain('filename="second.pdf"');
-    const paper = repo.getPaper(up.doc_id);
+    const paper = await repo.getPaper(up.doc_id);
     expect(paper).toMatchObject({ filename: "second.pdf", file_size: pdfB.length });
     expect(paper?.file_path).not.toBe(oldPath);
     expect((paper?.updated_at ?? "") > updatedBefore).toBe(true);
@@ -330,13 +331,13 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
 
     await app.refserver.worker?.whenIdle();
-    expect(repo.getJob(body.job_id)).toMatchObject({ paper_id: up.doc_id, status: "completed", progress_percentage: 100 });
-    expect(repo.getJob(up.job_id)).toMatchObject({ status: "completed" });
-    const pages = repo.pageTexts(up.doc_id);
+    expect(await repo.getJob(body.job_id)).toMatchObject({ paper_id: up.doc_id, status: "completed", progress_percentage: 100 });
+    expect(await repo.getJob(up.job_id)).toMatchObject({ status: "completed" });
+    const pages = await repo.pageTexts(up.doc_id);
     expect(pages).toHaveLength(3);
     expect(pages.join("\n")).toContain("Bravo page 3");
     expect(pages.join("\n")).not.toContain("Alpha");
-    expect(repo.chunkCount(up.doc_id)).toBe(3);
+    expect(await repo.chunkCount(up.doc_id)).toBe(3);
     const doc = await documentOf(up.doc_id);
     expect(doc).toMatchObject({ doc_id: up.doc_id, filename: "second.pdf", page_count: 3, metadata: { title: "A paper" } });
     expect(await links("5")).toEqual([expect.objectContaining({ zotero_key: "REPL0001", doc_id: up.doc_id, zotero_version: 2 })]);
@@ -345,24 +346,24 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
   it("drops the page text and chunks at once, supersedes an unfinished job, queues a new one (worker off)", async () => {
     const first = await upload();
     // give the paper text as if the first job had run its text step
-    app.refserver.workerRepo.saveText(first.job_id, first.doc_id, ["old text"]);
+    await app.refserver.workerRepo.saveText(first.job_id, first.doc_id, ["old text"]);
     const res = await putPdf(first.doc_id, [{ name: "file", filename: "b.pdf", content: pdfB }]);
     expect(res.statusCode, res.body).toBe(200);
     const { job_id } = res.json() as { job_id: string };
-    const db = app.refserver.repo.db;
+    const db = sqliteOf(app);
     expect(rowsFor(db, first.doc_id)).toMatchObject({ paper: 1, metadata: 1, processingjob: 2, pagetext: 0, semanticchunk: 0 });
-    expect(app.refserver.repo.getPaper(first.doc_id)).toMatchObject({ page_count: null, ocr_text: null });
-    expect(app.refserver.repo.getJob(first.job_id)).toMatchObject({
+    expect(await app.refserver.repo.getPaper(first.doc_id)).toMatchObject({ page_count: null, ocr_text: null });
+    expect(await app.refserver.repo.getJob(first.job_id)).toMatchObject({
       status: "failed",
       error_message: `Superseded: the PDF was replaced (job ${job_id})`,
     });
-    expect(app.refserver.repo.getJob(job_id)).toMatchObject({ status: "processing", current_step: "queued", filename: "b.pdf" });
+    expect(await app.refserver.repo.getJob(job_id)).toMatchObject({ status: "processing", current_step: "queued", filename: "b.pdf" });
     // The worker, started later, processes only the new job.
     await app.close();
     await start({ worker: true });
     await app.refserver.worker?.whenIdle();
-    expect(app.refserver.repo.getJob(job_id)?.status).toBe("completed");
-    expect(app.refserver.repo.pageTexts(first.doc_id).join("\n")).toContain("Bravo");
+    expect((await app.refserver.repo.getJob(job_id))?.status).toBe("completed");
+    expect((await app.refserver.repo.pageTexts(first.doc_id)).join("\n")).toContain("Bravo");
     expect(app.refserver.worker?.stats).toMatchObject({ completed: 1, failed: 0, aborted: 0 });
   });
 
@@ -371,8 +372,8 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     const filePart: Part = { name: "file", filename: "b.pdf", content: pdfB };
     const before = async () => ({
       files: await listDir(join(dataDir, "pdfs")),
-      paper: app.refserver.repo.getPaper(up.doc_id),
-      jobs: rowsFor(app.refserver.repo.db, up.doc_id).processingjob,
+      paper: (await app.refserver.repo.getPaper(up.doc_id)),
+      jobs: rowsFor(sqliteOf(app), up.doc_id).processingjob,
     });
     const state = await before();
     const expectUnchanged = async () => {
@@ -433,7 +434,7 @@ describe("PUT /api/v1/document/{doc_id}/pdf", () => {
     await copyFile(original, join(dataDir, "old-copy.pdf"));
     expect((await putPdf(up.doc_id, [{ name: "file", filename: "b.pdf", content: pdfB }])).statusCode).toBe(200);
     await copyFile(join(dataDir, "old-copy.pdf"), original);
-    const newPath = app.refserver.repo.getPaper(up.doc_id)?.file_path ?? "";
+    const newPath = (await app.refserver.repo.getPaper(up.doc_id))?.file_path ?? "";
     await app.close();
     await start();
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([newPath.replace("pdfs/", "")]);
@@ -450,9 +451,9 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
     const up = await upload(fields);
     const kept = await upload({ zotero_key: "KEEP0001", zotero_library_id: "77" });
     await app.refserver.worker?.whenIdle();
-    const db = app.refserver.repo.db;
+    const db = sqliteOf(app);
     expect(db.pragma("foreign_keys", { simple: true })).toBe(1);
-    expect(app.refserver.workerRepo.db.pragma("foreign_keys", { simple: true })).toBe(1);
+    expect(sqliteOf(app, true).pragma("foreign_keys", { simple: true })).toBe(1);
     expect(rowsFor(db, up.doc_id)).toEqual({ paper: 1, metadata: 1, zoterolink: 1, processingjob: 1, pagetext: 2, semanticchunk: 4 });
 
     const res = await del(up.doc_id);
@@ -479,7 +480,7 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
       expect(res.statusCode).toBe(401);
       expect(res.json()).toEqual({ detail: "Authentication required" });
     }
-    expect(rowsFor(app.refserver.repo.db, up.doc_id).paper).toBe(1);
+    expect(rowsFor(sqliteOf(app), up.doc_id).paper).toBe(1);
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${up.doc_id}.pdf`]);
     const res = await del(randomUUID());
     expect(res.statusCode).toBe(404);
@@ -488,7 +489,7 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
 
   it("a crash between the row delete and the file removal leaves no orphan after the next start", async () => {
     const up = await upload();
-    expect(app.refserver.repo.deletePaper(up.doc_id)).toBe(`pdfs/${up.doc_id}.pdf`); // rows gone, file not yet
+    expect(await app.refserver.repo.deletePaper(up.doc_id)).toBe(`pdfs/${up.doc_id}.pdf`); // rows gone, file not yet
     expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${up.doc_id}.pdf`]);
     await app.close();
     await start();
@@ -499,19 +500,19 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
     const repo = app.refserver.repo;
     const wrepo = app.refserver.workerRepo;
     const gone = await upload();
-    const claimed = wrepo.claimNextJob(3);
+    const claimed = await wrepo.claimNextJob(3);
     expect(claimed?.docId).toBe(gone.doc_id);
-    repo.deletePaper(gone.doc_id);
-    expect(wrepo.saveText(gone.job_id, gone.doc_id, ["page"])).toBe(false);
-    expect(wrepo.saveChunks(gone.job_id, gone.doc_id, [{ pageNumber: 1, indexOnPage: 0, text: "page" }])).toBe(false);
-    expect(wrepo.failJob(gone.job_id, "text", "ENOENT")).toBe(false);
-    expect(rowsFor(repo.db, gone.doc_id)).toEqual({ paper: 0, metadata: 0, zoterolink: 0, processingjob: 0, pagetext: 0, semanticchunk: 0 });
+    await repo.deletePaper(gone.doc_id);
+    expect(await wrepo.saveText(gone.job_id, gone.doc_id, ["page"])).toBe(false);
+    expect(await wrepo.saveChunks(gone.job_id, gone.doc_id, [{ pageNumber: 1, indexOnPage: 0, text: "page" }])).toBe(false);
+    expect(await wrepo.failJob(gone.job_id, "text", "ENOENT")).toBe(false);
+    expect(rowsFor(sqliteOf(app), gone.doc_id)).toEqual({ paper: 0, metadata: 0, zoterolink: 0, processingjob: 0, pagetext: 0, semanticchunk: 0 });
 
     const replaced = await upload();
-    expect(wrepo.claimNextJob(3)?.jobId).toBe(replaced.job_id);
+    expect((await wrepo.claimNextJob(3))?.jobId).toBe(replaced.job_id);
     expect((await putPdf(replaced.doc_id, [{ name: "file", filename: "b.pdf", content: pdfB }])).statusCode).toBe(200);
-    expect(wrepo.saveText(replaced.job_id, replaced.doc_id, ["stale text of the old file"])).toBe(false);
-    expect(rowsFor(repo.db, replaced.doc_id)).toMatchObject({ pagetext: 0, semanticchunk: 0 });
+    expect(await wrepo.saveText(replaced.job_id, replaced.doc_id, ["stale text of the old file"])).toBe(false);
+    expect(rowsFor(sqliteOf(app), replaced.doc_id)).toMatchObject({ pagetext: 0, semanticchunk: 0 });
   });
 
   for (const when of ["as the worker claims the job", "while the worker parses the file"] as const) {
@@ -531,8 +532,8 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
       const originalSaveText = wrepo.saveText.bind(wrepo);
       if (when === "as the worker claims the job") {
         // The DELETE is sent as the worker claims the job: the file is usually gone before it is read.
-        wrepo.claimNextJob = (maxAttempts: number) => {
-          const job = originalClaim(maxAttempts);
+        wrepo.claimNextJob = async (maxAttempts: number) => {
+          const job = await originalClaim(maxAttempts);
           if (job?.docId === big.doc_id) deletion ??= del(big.doc_id);
           return job;
         };
@@ -546,8 +547,8 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
           deletion = del(big.doc_id);
           return copy;
         };
-        wrepo.saveText = (jobId: string, docId: string, pages: readonly string[]) => {
-          const ok = originalSaveText(jobId, docId, pages);
+        wrepo.saveText = async (jobId: string, docId: string, pages: readonly string[]) => {
+          const ok = await originalSaveText(jobId, docId, pages);
           if (docId === big.doc_id) saved.push(ok);
           return ok;
         };
@@ -557,12 +558,12 @@ describe("DELETE /api/v1/document/{doc_id}", () => {
       expect((await res).statusCode).toBe(200);
       await waitFor(() => ((worker?.stats.skipped ?? 0) > 0 ? true : undefined));
       if (when === "while the worker parses the file") expect(saved).toEqual([false]);
-      expect(rowsFor(app.refserver.repo.db, big.doc_id)).toEqual({ paper: 0, metadata: 0, zoterolink: 0, processingjob: 0, pagetext: 0, semanticchunk: 0 });
+      expect(rowsFor(sqliteOf(app), big.doc_id)).toEqual({ paper: 0, metadata: 0, zoterolink: 0, processingjob: 0, pagetext: 0, semanticchunk: 0 });
 
       const later = await upload({}, pdfB);
-      await waitFor(() => (app.refserver.repo.getJob(later.job_id)?.status === "completed" ? true : undefined));
+      await waitFor(async () => ((await app.refserver.repo.getJob(later.job_id))?.status === "completed" ? true : undefined));
       expect(worker?.stats).toMatchObject({ completed: 1, failed: 0, aborted: 0, skipped: 1 });
-      expect(app.refserver.repo.pageTexts(later.doc_id)).toHaveLength(3);
+      expect(await app.refserver.repo.pageTexts(later.doc_id)).toHaveLength(3);
       expect(await listDir(join(dataDir, "pdfs"))).toEqual([`${later.doc_id}.pdf`]);
       const health = await app.inject({ method: "GET", url: "/health" });
       expect(health.json()).toMatchObject({ status: "ok", worker: "running" });

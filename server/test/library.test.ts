@@ -1,10 +1,10 @@
 import type { FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { closeDatabase, openDatabase } from "../src/db/connection.js";
-import { Library, queryTerms } from "../src/db/library.js";
+import { SqliteLibrary, queryTerms } from "../src/db/library.js";
 import { migrate } from "../src/db/migrations.js";
-import { Repository } from "../src/db/repository.js";
-import { injectUpload, login, multipart, removeTempDirs, tempDataDir, testApp, uploadParts, waitFor, type UploadFields } from "./helpers/app.js";
+import { SqliteRepository } from "../src/db/repository.js";
+import { injectUpload, login, multipart, removeTempDirs, tempDataDir, testApp, uploadParts, waitFor, type UploadFields, sqliteOf } from "./helpers/app.js";
 import { makeTestPdf } from "./helpers/pdf.js";
 import { join } from "node:path";
 
@@ -36,8 +36,8 @@ async function upload(fields: UploadFields, pdf: Buffer): Promise<string> {
 
 /** Wait until the worker finished every job. */
 async function processed(): Promise<void> {
-  await waitFor(() => {
-    const { jobs } = app.refserver.repo.counts();
+  await waitFor(async () => {
+    const { jobs } = await app.refserver.repo.counts();
     return (jobs.processing ?? 0) + (jobs.uploaded ?? 0) === 0 ? true : undefined;
   });
 }
@@ -166,7 +166,7 @@ describe("GET /api/v1/documents and /api/v1/search", () => {
       const res = await app.inject({ url, headers: auth() });
       expect(res.statusCode, url).toBe(422);
     }
-    expect(app.refserver.repo.counts().papers).toBe(1);
+    expect((await app.refserver.repo.counts()).papers).toBe(1);
   });
 
   it("CJK and other scripts: substrings of 3+ characters through the index, shorter ones by scanning; accents and case ignored", async () => {
@@ -240,7 +240,7 @@ describe("the search index keeps in step with every write path", () => {
     expect((await app.inject({ method: "DELETE", url: `/api/v1/document/${docId}`, headers: auth() })).statusCode).toBe(200);
     expect(await found("granite")).toEqual([]);
     expect(await found("Hopper")).toEqual([]);
-    const db = app.refserver.repo.db;
+    const db = sqliteOf(app);
     expect(db.prepare("SELECT COUNT(*) AS n FROM paper_search").get()).toEqual({ n: 0 });
     expect(db.prepare("SELECT COUNT(*) AS n FROM paper_search_key").get()).toEqual({ n: 0 });
     // The same paper uploaded again is indexed afresh.
@@ -262,8 +262,8 @@ describe("migration 2 on an existing database", () => {
       for (const t of triggers) db.exec(`DROP TRIGGER ${t.name}`);
       db.exec("DROP TABLE paper_search; DROP TABLE paper_search_key; DROP TABLE session; PRAGMA user_version = 1;");
       expect(db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'trigger'").get()).toEqual({ n: 0 });
-      const repo = new Repository(db);
-      repo.createUpload({
+      const repo = new SqliteRepository(db);
+      await repo.createUpload({
         docId: "old-doc",
         jobId: "old-job",
         filename: "old.pdf",
@@ -277,11 +277,11 @@ describe("migration 2 on an existing database", () => {
       db.prepare("UPDATE paper SET ocr_text = 'ancient sediment cores' WHERE doc_id = 'old-doc'").run();
       db.prepare("INSERT INTO pagetext (paper_id, page_number, text) VALUES ('old-doc', 1, 'ancient sediment cores')").run();
       expect(migrate(db)).toBeGreaterThanOrEqual(2);
-      const library = new Library(db);
+      const library = new SqliteLibrary(db);
       for (const q of ["legacy", "old author", "sediment"]) {
-        expect(library.search({ q, limit: 10, offset: 0 }).matches.map((m) => m.doc_id), q).toEqual(["old-doc"]);
+        expect((await library.search({ q, limit: 10, offset: 0 })).matches.map((m) => m.doc_id), q).toEqual(["old-doc"]);
       }
-      expect(library.search({ q: "sediment", limit: 10, offset: 0 }).matches[0]?.snippet).toBe("ancient sediment cores");
+      expect((await library.search({ q: "sediment", limit: 10, offset: 0 })).matches[0]?.snippet).toBe("ancient sediment cores");
     } finally {
       closeDatabase(db);
     }

@@ -15,6 +15,7 @@ import {
   testApp,
   uploadParts,
   type Part,
+  sqliteOf,
 } from "./helpers/app.js";
 import { makeSamplePdf } from "./helpers/pdf.js";
 
@@ -37,7 +38,7 @@ async function start(overrides: Parameters<typeof testApp>[0] = {}): Promise<{ a
 async function expectNothingKept(app: FastifyInstance, dataDir: string, papers = 0): Promise<void> {
   expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
   expect((await listDir(join(dataDir, "pdfs"))).length).toBe(papers);
-  expect(app.refserver.repo.counts().papers).toBe(papers);
+  expect((await app.refserver.repo.counts()).papers).toBe(papers);
 }
 
 function detailOf(res: { json: () => unknown }): unknown {
@@ -125,7 +126,7 @@ describe("form fields: over the field limit refused by name, never stored cut; i
     const ok = await injectUpload(app, token, uploadParts(pdf, { title: "t".repeat(FIELD) }));
     expect(ok.statusCode, ok.body).toBe(200);
     const docId = (ok.json() as { doc_id: string }).doc_id;
-    expect(app.refserver.repo.getDocument(docId)?.metadata?.title).toHaveLength(FIELD);
+    expect((await app.refserver.repo.getDocument(docId))?.metadata?.title).toHaveLength(FIELD);
   });
 
   it("the field limit is configurable (maxFieldBytes, --max-field-kb)", async () => {
@@ -162,7 +163,7 @@ describe("form fields: over the field limit refused by name, never stored cut; i
       uploadParts(pdf, { year: "9999", zotero_version: "9007199254740991", zotero_key: "RANGE001", zotero_library_id: "1" }),
     );
     expect(edge.statusCode, edge.body).toBe(200);
-    const stored = app.refserver.repo.db.prepare("SELECT zotero_version, typeof(zotero_version) AS t FROM zoterolink").get();
+    const stored = sqliteOf(app).prepare("SELECT zotero_version, typeof(zotero_version) AS t FROM zoterolink").get();
     expect(stored).toEqual({ zotero_version: Number.MAX_SAFE_INTEGER, t: "integer" });
   });
 });
@@ -197,7 +198,7 @@ describe.skipIf(!isRoot)("a full disk: 507, nothing half-written (1 MiB tmpfs da
     expect(res.statusCode).toBe(507);
     expect(res.json()).toEqual({ detail: "not enough space on the server's disk" });
     await expectNothingKept(app, dataDir);
-    expect(app.refserver.repo.db.prepare("SELECT COUNT(*) AS n FROM processingjob").get()).toEqual({ n: 0 });
+    expect(sqliteOf(app).prepare("SELECT COUNT(*) AS n FROM processingjob").get()).toEqual({ n: 0 });
     // The space was given back: the same key uploads fine now.
     const small = await injectUpload(app, token, uploadParts(pdf, { zotero_key: "FULL0001", zotero_library_id: "1" }));
     expect(small.statusCode, small.body).toBe(200);
@@ -219,7 +220,7 @@ describe.skipIf(!isRoot)("a full disk: 507, nothing half-written (1 MiB tmpfs da
     expect(res.json()).toEqual({ detail: "not enough space on the server's disk" });
     expect(await listDir(join(dataDir, "pdfs"))).toEqual(before);
     expect(await listDir(join(dataDir, "tmp"))).toEqual([]);
-    expect(app.refserver.repo.getPaper(up.doc_id)?.file_path).toBe(`pdfs/${up.doc_id}.pdf`);
-    expect(app.refserver.repo.db.prepare("SELECT job_id FROM processingjob").all()).toEqual([{ job_id: up.job_id }]);
+    expect((await app.refserver.repo.getPaper(up.doc_id))?.file_path).toBe(`pdfs/${up.doc_id}.pdf`);
+    expect(sqliteOf(app).prepare("SELECT job_id FROM processingjob").all()).toEqual([{ job_id: up.job_id }]);
   });
 });

@@ -77,7 +77,7 @@ describe("failed logins are rate limited per address and per username", () => {
 
   it("per username: 5 failures for one user from 5 addresses hold that user (429) but not another user; a success later", async () => {
     const { app, clock } = await clockedApp();
-    app.refserver.repo.createUser("ops", await hashPassword("ops password"), true);
+    await app.refserver.repo.createUser("ops", await hashPassword("ops password"), true);
     for (let i = 0; i < 5; i++) expect((await attempt(app, ADMIN.user, "wrong", `192.0.2.${i}`)).statusCode).toBe(401);
     const held = await attempt(app, ADMIN.user, ADMIN.password, "192.0.2.200");
     expect(held.statusCode).toBe(429);

@@ -158,8 +158,8 @@ describe("--public-read opens the read routes, never the writes", () => {
     const doc = await app.inject({ method: "GET", url: `/api/v1/document/${paper.doc_id}` });
     expect(doc.json()).toMatchObject({ doc_id: paper.doc_id, metadata: { title: TITLE } });
     expect(await answeringWithoutToken(app, paper, writes)).toEqual([]);
-    expect(app.refserver.repo.counts().papers).toBe(1);
-    expect(app.refserver.repo.getDocument(paper.doc_id)?.metadata?.title).toBe(TITLE);
+    expect((await app.refserver.repo.counts()).papers).toBe(1);
+    expect((await app.refserver.repo.getDocument(paper.doc_id))?.metadata?.title).toBe(TITLE);
     // A client that sends a token has it checked (it learns that the token expired).
     const stale = await app.inject({ method: "GET", url: `/api/v1/document/${paper.doc_id}`, headers: { authorization: "Bearer stale" } });
     expect(stale.statusCode).toBe(401);

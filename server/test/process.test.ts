@@ -34,7 +34,7 @@ describe("the refserver-lite command", () => {
     const { code, stdout } = await runCli(["--help"]);
     expect(code).toBe(0);
     for (const word of [
-      "--data", "--port", "--host", "--busy-timeout", "--max-upload-mb", "--no-worker", "--naive", "--log-level",
+      "--data", "--port", "--host", "--busy-timeout", "--max-upload-mb", "--no-worker", "--log-level",
       "--help", "--version", "REFSERVER_ADMIN_USER", "REFSERVER_ADMIN_PASSWORD", "REFSERVER_DATA", "REFSERVER_PORT",
       "REFSERVER_HOST", "REFSERVER_BUSY_TIMEOUT_MS", "REFSERVER_MAX_UPLOAD_MB", "REFSERVER_LOG_LEVEL",
       "--max-field-kb", "--public-read", "--login-ip-failures", "--login-user-failures", "--login-window-s",

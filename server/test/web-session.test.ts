@@ -4,7 +4,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { escapeHtml, html, toText } from "../src/web/html.js";
 import { CONTENT_SECURITY_POLICY } from "../src/web/layout.js";
 import { safeNext } from "../src/web/login.js";
-import { ADMIN, injectUpload, login, removeTempDirs, testApp, uploadParts } from "./helpers/app.js";
+import { ADMIN, injectUpload, login, removeTempDirs, testApp, uploadParts, sqliteOf } from "./helpers/app.js";
 import { makeSamplePdf } from "./helpers/pdf.js";
 
 const apps: FastifyInstance[] = [];
@@ -105,7 +105,7 @@ describe("the login form and the session cookie", () => {
     // The login token is spent.
     expect(attributes(cookieNamed(res, "refserver_login_csrf"))).toContain("Max-Age=0");
     const id = valueOf(set);
-    const rows = app.refserver.repo.db.prepare("SELECT id_hash, username FROM session").all() as Array<{ id_hash: string; username: string }>;
+    const rows = sqliteOf(app).prepare("SELECT id_hash, username FROM session").all() as Array<{ id_hash: string; username: string }>;
     expect(rows).toEqual([{ id_hash: createHash("sha256").update(id).digest("hex"), username: ADMIN.user }]);
     expect(JSON.stringify(rows)).not.toContain(id);
 
@@ -137,7 +137,7 @@ describe("the login form and the session cookie", () => {
     expect(upload.statusCode).toBe(401);
     const del = await app.inject({ method: "DELETE", url: `/api/v1/document/${docId}`, headers: withSession(session) });
     expect(del.statusCode).toBe(401);
-    expect(app.refserver.repo.counts().papers).toBe(1);
+    expect((await app.refserver.repo.counts()).papers).toBe(1);
     // A made-up or tampered cookie is nobody.
     for (const bad of ["x", `${session}x`, session.replace(/^./, (c) => (c === "A" ? "B" : "A"))]) {
       expect((await app.inject({ url: "/", headers: withSession(bad) })).statusCode).toBe(303);
@@ -224,7 +224,7 @@ describe("the login form and the session cookie", () => {
     expect((await app.inject({ url: "/", headers: withSession(session) })).statusCode).toBe(303);
     // The next login purges it.
     await browserLogin(app);
-    expect(app.refserver.sessions.count()).toBe(1);
+    expect(await app.refserver.sessions.count()).toBe(1);
   });
 });
 
@@ -264,14 +264,14 @@ describe("logout", () => {
     const app = await start();
     const session = await browserLogin(app);
     const csrf = hiddenCsrf((await app.inject({ url: "/", headers: withSession(session) })).body);
-    const before = app.refserver.sessions.count();
+    const before = await app.refserver.sessions.count();
     const res = await postLogout(app, session, csrf);
     expect(res.statusCode).toBe(303);
     expect(res.headers.location).toBe("/login");
     const cleared = cookieNamed(res, "refserver_session");
     expect(valueOf(cleared)).toBe("");
     expect(attributes(cleared)).toEqual(expect.arrayContaining(["Max-Age=0", "Path=/", "HttpOnly"]));
-    expect(app.refserver.sessions.count()).toBe(before - 1);
+    expect(await app.refserver.sessions.count()).toBe(before - 1);
     // The old cookie, replayed, opens nothing.
     expect((await app.inject({ url: "/", headers: withSession(session) })).statusCode).toBe(303);
     expect((await app.inject({ url: "/api/v1/documents", headers: withSession(session) })).statusCode).toBe(401);

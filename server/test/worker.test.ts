@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { DB_FILENAME } from "../src/app.js";
 import { chunkPages } from "../src/worker/chunk.js";
 import { extractPages } from "../src/worker/pdf.js";
-import { injectUpload, login, removeTempDirs, tempDataDir, testApp, uploadParts } from "./helpers/app.js";
+import { injectUpload, login, removeTempDirs, tempDataDir, testApp, uploadParts, sqliteOf } from "./helpers/app.js";
 import { holdLock } from "./helpers/lock-holder.js";
 import { makeBrokenPdf, makeSamplePdf, makeTestPdf } from "./helpers/pdf.js";
 import { writeFile } from "node:fs/promises";
@@ -50,8 +50,8 @@ describe("background pipeline", () => {
     const doc = (await app.inject({ method: "GET", url: `/api/v1/document/${up.doc_id}`, headers: { authorization: `Bearer ${token}` } })).json() as { page_count: number; text: string };
     expect(doc.page_count).toBe(3);
     expect(doc.text).toContain("Sample page 3 paragraph 2");
-    expect(app.refserver.repo.pageTexts(up.doc_id)).toHaveLength(3);
-    expect(app.refserver.repo.chunkCount(up.doc_id)).toBe(6);
+    expect(await app.refserver.repo.pageTexts(up.doc_id)).toHaveLength(3);
+    expect(await app.refserver.repo.chunkCount(up.doc_id)).toBe(6);
     await app.close();
   });
 
@@ -77,19 +77,19 @@ describe("background pipeline", () => {
     for (let i = 0; i < 3; i++) ids.push((await injectUpload(first, token, uploadParts(makeSamplePdf(2, 2)))).json() as { job_id: string; doc_id: string });
     const wrepo = first.refserver.workerRepo;
     // job 0: claimed, then the process died mid-extraction
-    expect(wrepo.claimNextJob(3)?.jobId).toBe(ids[0]?.job_id);
+    expect((await wrepo.claimNextJob(3))?.jobId).toBe(ids[0]?.job_id);
     // job 1: text step done (stored text has 2 paragraphs), died before chunking
-    wrepo.saveText(ids[1]?.job_id ?? "", ids[1]?.doc_id ?? "", ["stored para one\n\nstored para two"]);
+    await wrepo.saveText(ids[1]?.job_id ?? "", ids[1]?.doc_id ?? "", ["stored para one\n\nstored para two"]);
     await first.close();
 
     const restarted = await testApp({ dataDir, worker: true });
     await restarted.refserver.worker?.whenIdle();
     for (const id of ids) {
-      expect(restarted.refserver.repo.getJob(id.job_id)).toMatchObject({ status: "completed", progress_percentage: 100 });
+      expect(await restarted.refserver.repo.getJob(id.job_id)).toMatchObject({ status: "completed", progress_percentage: 100 });
     }
     // job 1 resumed at chunking: its chunks come from the stored text, not a re-extraction
-    expect(restarted.refserver.repo.chunkCount(ids[1]?.doc_id ?? "")).toBe(2);
-    expect(restarted.refserver.repo.chunkCount(ids[0]?.doc_id ?? "")).toBe(4);
+    expect(await restarted.refserver.repo.chunkCount(ids[1]?.doc_id ?? "")).toBe(2);
+    expect(await restarted.refserver.repo.chunkCount(ids[0]?.doc_id ?? "")).toBe(4);
     await restarted.close();
   });
 
@@ -98,11 +98,11 @@ describe("background pipeline", () => {
     const first = await testApp({ dataDir, worker: false });
     const token = await login(first);
     const up = (await injectUpload(first, token, uploadParts(makeSamplePdf(1, 1)))).json() as { job_id: string };
-    first.refserver.repo.db.prepare("UPDATE processingjob SET attempts = 3 WHERE job_id = ?").run(up.job_id);
+    sqliteOf(first).prepare("UPDATE processingjob SET attempts = 3 WHERE job_id = ?").run(up.job_id);
     await first.close();
     const app = await testApp({ dataDir, worker: true });
     await app.refserver.worker?.whenIdle();
-    expect(app.refserver.repo.getJob(up.job_id)).toMatchObject({ status: "failed", error_message: expect.stringMatching(/Gave up/) });
+    expect(await app.refserver.repo.getJob(up.job_id)).toMatchObject({ status: "failed", error_message: expect.stringMatching(/Gave up/) });
     await app.close();
   });
 
@@ -120,7 +120,7 @@ describe("background pipeline", () => {
     await writer.ready;
     await worker.refserver.worker?.whenIdle();
     expect(await writer.done).toBe(0);
-    for (const id of jobs) expect(worker.refserver.repo.getJob(id)?.status).toBe("completed");
+    for (const id of jobs) expect((await worker.refserver.repo.getJob(id))?.status).toBe("completed");
     expect(worker.refserver.worker?.stats.aborted).toBe(0);
     await worker.close();
   });

@@ -8,11 +8,6 @@ export interface ConnectionOptions {
   path: string;
   /** How long a statement waits for a lock before SQLITE_BUSY. Default 5000 ms. */
   busyTimeoutMs?: number;
-  /**
-   * Reproduce the original server's configuration (rollback journal, default
-   * synchronous, no foreign keys): for the benchmark only.
-   */
-  naive?: boolean;
 }
 
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
@@ -30,11 +25,6 @@ export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
 export function openDatabase(options: ConnectionOptions): SqliteDatabase {
   const db = new Database(options.path);
   const busy = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  if (options.naive) {
-    db.pragma("journal_mode = DELETE");
-    db.pragma(`busy_timeout = ${DEFAULT_BUSY_TIMEOUT_MS}`);
-    return db;
-  }
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busy))}`);

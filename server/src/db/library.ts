@@ -2,55 +2,21 @@
  * The library's reads for the web pages and the JSON listing/search: papers with their
  * metadata, Zotero key and latest job, newest first, filtered by a full-text query over the
  * `paper_search` FTS5 table (migration 2, kept in step by triggers). Reads only: every write
- * stays in `repository.ts`.
+ * stays in `repository.ts`. The SQLite implementation of `Library` (types.ts); PostgreSQL's is
+ * pg/library.ts, with the same matching rules (queryTerms below).
  */
+import type { Statement } from "better-sqlite3";
 import type { SqliteDatabase } from "./connection.js";
-import type { JobRow } from "./repository.js";
+import type { JobRow, Library, LibraryQuery, LibraryRow, SearchMatch } from "./types.js";
 
-export interface LibraryRow {
-  doc_id: string;
-  filename: string;
-  file_size: number;
-  page_count: number | null;
-  created_at: string;
-  title: string | null;
-  /** JSON array text, or null when the paper has no metadata row. */
-  authors: string | null;
-  year: number | null;
-  journal: string | null;
-  doi: string | null;
-  abstract: string | null;
-  zotero_key: string | null;
-  zotero_library_id: string | null;
-  zotero_version: number | null;
-  /** The newest job of the paper (null when it has none). */
-  job_id: string | null;
-  job_status: string | null;
-  current_step: string | null;
-  progress_percentage: number | null;
-  error_message: string | null;
-}
-
-export interface SearchMatch extends LibraryRow {
-  /** Plain text around the first match in the page text (empty when none is found there). */
-  snippet: string;
-  /** The page of that match (1-based), or null. */
-  page: number | null;
-}
-
-export interface LibraryQuery {
-  /** Free text: words (or "quoted phrases"), all of which must occur in title, authors or text. */
-  q?: string | undefined;
-  limit: number;
-  offset: number;
-}
+export type { LibraryQuery, LibraryRow, SearchMatch } from "./types.js";
 
 /** At most this many terms of a query are used. */
 export const MAX_TERMS = 16;
 /** The trigram tokenizer indexes runs of 3 characters; shorter terms are matched with LIKE. */
 const MIN_INDEXED_CHARS = 3;
-const SNIPPET_BEFORE = 60;
-const SNIPPET_LENGTH = 220;
+export const SNIPPET_BEFORE = 60;
+export const SNIPPET_LENGTH = 220;
 
 /**
  * The terms of a query: "quoted phrases" and whitespace-separated words, lower-cased for the
@@ -67,7 +33,8 @@ export function queryTerms(q: string | undefined): string[] {
   return terms;
 }
 
-function likePattern(term: string): string {
+/** A LIKE pattern (escape character `\\`) that matches text containing `term`. */
+export function likePattern(term: string): string {
   return `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
@@ -114,32 +81,53 @@ const ROW_JOINS = `
   LEFT JOIN processingjob j ON j.rowid =
     (SELECT rowid FROM processingjob WHERE paper_id = p.doc_id ORDER BY created_at DESC, rowid DESC LIMIT 1)`;
 
-export class Library {
+/**
+ * A snippet from `part` (the SNIPPET_LENGTH characters of a page from 1-based `start`; the page
+ * has `total` characters): whitespace collapsed, cut on word boundaries, `…` where cut.
+ */
+export function formatSnippet(partText: string, start: number, total: number): string {
+  let part = partText.replace(/\s+/g, " ");
+  const cutStart = start > 1;
+  const cutEnd = start - 1 + SNIPPET_LENGTH < total;
+  if (cutStart) part = part.replace(/^\S*\s/, "");
+  if (cutEnd) part = part.replace(/\s\S*$/, "");
+  return `${cutStart ? "…" : ""}${part.trim()}${cutEnd ? "…" : ""}`;
+}
+
+export class SqliteLibrary implements Library {
   readonly db: SqliteDatabase;
+  private readonly statements = new Map<string, Statement>();
 
   constructor(db: SqliteDatabase) {
     this.db = db;
   }
 
+  /** The statement for `sql`, prepared on first use and kept for the connection's life. */
+  private q(sql: string): Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   /** Papers newest first, filtered by `q` when it holds a term; `total` counts every match. */
-  list(query: LibraryQuery): { rows: LibraryRow[]; total: number } {
+  async list(query: LibraryQuery): Promise<{ rows: LibraryRow[]; total: number }> {
     const terms = queryTerms(query.q);
     if (terms.length === 0) {
-      const rows = this.db
-        .prepare(`SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS} ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`)
+      const rows = this.q(`SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS} ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`)
         .all({ limit: query.limit, offset: query.offset }) as LibraryRow[];
-      const total = (this.db.prepare("SELECT COUNT(*) AS n FROM paper").get() as { n: number }).n;
+      const total = (this.q("SELECT COUNT(*) AS n FROM paper").get() as { n: number }).n;
       return { rows, total };
     }
     const hits = matchingPapers(terms);
-    const rows = this.db
-      .prepare(
-        `SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS}
-         WHERE p.doc_id IN (SELECT doc_id FROM (${hits.sql}))
-         ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
-      )
-      .all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
+    const rows = this.q(
+      `SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS}
+       WHERE p.doc_id IN (SELECT doc_id FROM (${hits.sql}))
+       ORDER BY p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
+    ).all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
+    const total = (this.q(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
     return { rows, total };
   }
 
@@ -147,30 +135,28 @@ export class Library {
    * Papers matching `q`, best first (bm25 over title, authors, text; newest first among
    * equals), each with a plain-text snippet of the page text around its first match.
    */
-  search(query: LibraryQuery): { matches: SearchMatch[]; total: number } {
+  async search(query: LibraryQuery): Promise<{ matches: SearchMatch[]; total: number }> {
     const terms = queryTerms(query.q);
     if (terms.length === 0) return { matches: [], total: 0 };
     const hits = matchingPapers(terms);
-    const rows = this.db
-      .prepare(
-        `SELECT ${ROW_COLUMNS} FROM (${hits.sql}) h JOIN paper p ON p.doc_id = h.doc_id ${ROW_JOINS}
-         ORDER BY h.score, p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
-      )
-      .all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
-    return { matches: rows.map((r) => ({ ...r, ...this.snippet(r.doc_id, terms) })), total };
+    const rows = this.q(
+      `SELECT ${ROW_COLUMNS} FROM (${hits.sql}) h JOIN paper p ON p.doc_id = h.doc_id ${ROW_JOINS}
+       ORDER BY h.score, p.created_at DESC, p.rowid DESC LIMIT @limit OFFSET @offset`,
+    ).all({ ...hits.params, limit: query.limit, offset: query.offset }) as LibraryRow[];
+    const total = (this.q(`SELECT COUNT(*) AS n FROM (${hits.sql})`).get(hits.params) as { n: number }).n;
+    return { matches: await Promise.all(rows.map(async (r) => ({ ...r, ...(await this.snippet(r.doc_id, terms)) }))), total };
   }
 
   /**
    * The text around the first page-text occurrence of a term (terms in query order), found by
    * SQLite's `instr` on `lower()` (ASCII case folding), cut on word boundaries.
    */
-  snippet(docId: string, terms: readonly string[]): { snippet: string; page: number | null } {
-    const find = this.db.prepare(
+  async snippet(docId: string, terms: readonly string[]): Promise<{ snippet: string; page: number | null }> {
+    const find = this.q(
       `SELECT page_number, instr(lower(text), lower(@term)) AS pos FROM pagetext
        WHERE paper_id = @doc_id AND instr(lower(text), lower(@term)) > 0 ORDER BY page_number LIMIT 1`,
     );
-    const cut = this.db.prepare(
+    const cut = this.q(
       `SELECT substr(text, @start, @length) AS part, length(text) AS total FROM pagetext WHERE paper_id = @doc_id AND page_number = @page`,
     );
     for (const term of terms) {
@@ -181,55 +167,46 @@ export class Library {
         | { part: string; total: number }
         | undefined;
       if (!row) continue;
-      let part = row.part.replace(/\s+/g, " ");
-      const cutStart = start > 1;
-      const cutEnd = start - 1 + SNIPPET_LENGTH < row.total;
-      if (cutStart) part = part.replace(/^\S*\s/, "");
-      if (cutEnd) part = part.replace(/\s\S*$/, "");
-      return { snippet: `${cutStart ? "…" : ""}${part.trim()}${cutEnd ? "…" : ""}`, page: hit.page_number };
+      return { snippet: formatSnippet(row.part, start, row.total), page: hit.page_number };
     }
     return { snippet: "", page: null };
   }
 
   /** One paper's row, as in the list. */
-  get(docId: string): LibraryRow | undefined {
-    return this.db.prepare(`SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS} WHERE p.doc_id = ?`).get(docId) as
+  async get(docId: string): Promise<LibraryRow | undefined> {
+    return this.q(`SELECT ${ROW_COLUMNS} FROM paper p ${ROW_JOINS} WHERE p.doc_id = ?`).get(docId) as
       | LibraryRow
       | undefined;
   }
 
   /** The text of one page (1-based), or undefined before the worker extracted it. */
-  pageText(docId: string, page: number): string | undefined {
-    const row = this.db.prepare("SELECT text FROM pagetext WHERE paper_id = ? AND page_number = ?").get(docId, page) as
+  async pageText(docId: string, page: number): Promise<string | undefined> {
+    const row = this.q("SELECT text FROM pagetext WHERE paper_id = ? AND page_number = ?").get(docId, page) as
       | { text: string }
       | undefined;
     return row?.text;
   }
 
   /** Every job of a paper, newest first (an upload's, then each PDF replacement's). */
-  jobsOf(docId: string): JobRow[] {
-    return this.db
-      .prepare("SELECT * FROM processingjob WHERE paper_id = ? ORDER BY created_at DESC, rowid DESC")
+  async jobsOf(docId: string): Promise<JobRow[]> {
+    return this.q("SELECT * FROM processingjob WHERE paper_id = ? ORDER BY created_at DESC, rowid DESC")
       .all(docId) as JobRow[];
   }
 
   /** The Zotero link's tags and collections (JSON text), when the paper has a link. */
-  zoteroExtras(docId: string): { tags: string | null; collection_keys: string | null } | undefined {
-    return this.db.prepare("SELECT tags, collection_keys FROM zoterolink WHERE paper_id = ?").get(docId) as
+  async zoteroExtras(docId: string): Promise<{ tags: string | null; collection_keys: string | null } | undefined> {
+    return this.q("SELECT tags, collection_keys FROM zoterolink WHERE paper_id = ?").get(docId) as
       | { tags: string | null; collection_keys: string | null }
       | undefined;
   }
 
   /** Jobs newest first with each paper's title (the jobs page). */
-  jobs(limit: number, offset: number): { jobs: Array<JobRow & { title: string | null }>; total: number; open: number } {
-    const jobs = this.db
-      .prepare(
-        `SELECT j.*, m.title FROM processingjob j LEFT JOIN metadata m ON m.paper_id = j.paper_id
-         ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?`,
-      )
-      .all(limit, offset) as Array<JobRow & { title: string | null }>;
-    const counts = this.db
-      .prepare(`SELECT COUNT(*) AS n, SUM(status IN ('uploaded', 'processing')) AS open FROM processingjob`)
+  async jobs(limit: number, offset: number): Promise<{ jobs: Array<JobRow & { title: string | null }>; total: number; open: number }> {
+    const jobs = this.q(
+      `SELECT j.*, m.title FROM processingjob j LEFT JOIN metadata m ON m.paper_id = j.paper_id
+       ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?`,
+    ).all(limit, offset) as Array<JobRow & { title: string | null }>;
+    const counts = this.q(`SELECT COUNT(*) AS n, SUM(status IN ('uploaded', 'processing')) AS open FROM processingjob`)
       .get() as { n: number; open: number | null };
     return { jobs, total: counts.n, open: counts.open ?? 0 };
   }

@@ -82,7 +82,7 @@ const MIGRATIONS: readonly string[] = [
   // 2: the web interface. Full-text search (FTS5, trigram tokenizer: substring matches in any
   // script, CJK included, case- and accent-insensitive) over each paper's title, authors and page
   // text, kept in step with paper and metadata by triggers, so every write path (upload, metadata
-  // update, the worker's text, PDF replacement, deletion, naive mode) updates it in the same
+  // update, the worker's text, PDF replacement, deletion) updates it in the same
   // transaction. paper_search_key gives each paper a stable integer rowid for the FTS row (a
   // VACUUM may renumber paper's implicit rowids). And browser sessions (the id's SHA-256 only).
   `

@@ -34,7 +34,7 @@ export const adminRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }
       },
     },
     async () => ({
-      documents: ctx.repo.progress(50).map(({ doc_id, job }) =>
+      documents: (await ctx.repo.progress(50)).map(({ doc_id, job }) =>
         job
           ? {
               doc_id,

@@ -30,14 +30,14 @@ export async function attemptLogin(ctx: AppContext, ip: string, username: string
   }
   // An unknown user costs the same password hashing as a known one (a dummy hash), so the
   // answer's timing does not tell which usernames exist.
-  const user = ctx.repo.findUser(username);
+  const user = await ctx.repo.findUser(username);
   const ok = (await verifyPasswordConstantWork(password, user?.password_hash)) && user?.is_admin === 1;
   if (!ok) {
     ctx.loginLimiter.fail(ip, username);
     return { result: "invalid" };
   }
   ctx.loginLimiter.succeed(username);
-  ctx.repo.recordLogin(username);
+  await ctx.repo.recordLogin(username);
   return { result: "ok" };
 }
 

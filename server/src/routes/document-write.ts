@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyBaseLogger, FastifyPluginAsync } from "fastify";
 import multipart from "@fastify/multipart";
 import type { RouteOptions } from "../context.js";
-import type { LinkPatch, MetadataPatch, MetadataRow } from "../db/repository.js";
+import type { LinkPatch, MetadataPatch, MetadataRow } from "../db/types.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
 import { sanitizeFilename, saveFailure, type StagedFile } from "../storage.js";
 import { boundedInt, MAX_YEAR, MIN_YEAR, multipartOptions, readForm, tooLongFields } from "./form.js";
@@ -187,10 +187,10 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       const form = await readForm(request, ctx, { file: "drain" });
       const { patch, link, issues } = parseMetadataForm(form, ctx.maxFieldBytes);
       if (issues.length > 0) throw validationError(issues);
-      const metadata = ctx.repo.updateMetadata(request.params.doc_id, patch, link);
+      const metadata = await ctx.repo.updateMetadata(request.params.doc_id, patch, link);
       if (!metadata) throw new HttpError(404, "Document not found");
       request.log.info(
-        { event: "paper.metadata_updated", ...ctx.repo.paperLabel(request.params.doc_id), fields: [...Object.keys(patch), ...Object.keys(link)] },
+        { event: "paper.metadata_updated", ...(await ctx.repo.paperLabel(request.params.doc_id)), fields: [...Object.keys(patch), ...Object.keys(link)] },
         "metadata updated",
       );
       return { status: "success", message: "Metadata updated successfully", metadata: metadataView(metadata) };
@@ -218,7 +218,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       let committedPath: string | undefined;
       try {
         // An unknown paper: read the body without keeping the file, then answer 404.
-        const known = ctx.repo.getPaper(docId) !== undefined;
+        const known = (await ctx.repo.getPaper(docId)) !== undefined;
         const form = await readForm(request, ctx, { file: known ? "stage" : "drain" });
         staged = form.staged;
 
@@ -246,7 +246,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
         const fileSize = staged.size;
         staged = undefined;
         const jobId = randomUUID();
-        const result = ctx.repo.replacePdf({
+        const result = await ctx.repo.replacePdf({
           docId,
           jobId,
           filename,
@@ -256,7 +256,7 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
         });
         if (!result.ok) throw new HttpError(404, "Document not found"); // deleted meanwhile
         committedPath = undefined;
-        request.log.info({ event: "paper.pdf_replaced", ...ctx.repo.paperLabel(docId), bytes: fileSize }, "PDF replaced");
+        request.log.info({ event: "paper.pdf_replaced", ...(await ctx.repo.paperLabel(docId)), bytes: fileSize }, "PDF replaced");
         await removeObsolete(ctx.files, result.oldFilePath, request.log);
         ctx.worker?.notify();
         return { doc_id: docId, job_id: jobId, status: "replaced" };
@@ -287,8 +287,8 @@ export const documentWriteRoutes: FastifyPluginAsync<RouteOptions> = async (app,
       // Rows first (one transaction), then the file: a crash in between leaves a file no row
       // names, which the startup sweep removes. A job the worker is running for this paper
       // finds it gone and drops its results.
-      const label = ctx.repo.paperLabel(docId);
-      const filePath = ctx.repo.deletePaper(docId);
+      const label = await ctx.repo.paperLabel(docId);
+      const filePath = await ctx.repo.deletePaper(docId);
       if (filePath === undefined) throw new HttpError(404, "Document not found");
       request.log.info({ event: "paper.deleted", doc_id: docId, zotero_key: label?.zotero_key ?? null, title: label?.title ?? null }, "paper deleted");
       await removeObsolete(ctx.files, filePath, request.log);

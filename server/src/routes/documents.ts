@@ -55,7 +55,7 @@ export const documentRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ct
       },
     },
     async (request) => {
-      const doc = ctx.repo.getDocument(request.params.doc_id);
+      const doc = await ctx.repo.getDocument(request.params.doc_id);
       if (!doc) throw new HttpError(404, "Document not found");
       const m = doc.metadata;
       return {
@@ -82,7 +82,7 @@ export const documentRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ct
     "/download/pdf/:doc_id",
     { schema: { params, response: { ...errorResponses } } },
     async (request, reply) => {
-      const paper = ctx.repo.getPaper(request.params.doc_id);
+      const paper = await ctx.repo.getPaper(request.params.doc_id);
       if (!paper) throw new HttpError(404, "Document not found");
       // Open first, then stat the handle: a PDF replaced or deleted right after this read is
       // still served whole from the open file.

@@ -8,7 +8,7 @@ import type { Readable } from "node:stream";
 import type { FastifyRequest } from "fastify";
 import type { FastifyMultipartOptions } from "@fastify/multipart";
 import type { AppContext } from "../context.js";
-import { HttpError, intParsing, type ValidationIssue } from "../errors.js";
+import { DiskFullError, HttpError, intParsing, NotPdfError, type ValidationIssue } from "../errors.js";
 import type { StagedFile } from "../storage.js";
 
 /** Default largest value of one form field (bytes), e.g. a title, the authors, an abstract. */
@@ -74,7 +74,7 @@ export interface ParsedForm {
   /** The `file` part's name does not end in `.pdf`. */
   badName: boolean;
   /** The `file` part does not begin with `%PDF-` (400). */
-  notPdf: HttpError | undefined;
+  notPdf: NotPdfError | undefined;
 }
 
 /**
@@ -87,7 +87,7 @@ export async function readForm(
   ctx: AppContext,
   options: { file: "stage" | "drain" },
 ): Promise<ParsedForm> {
-  let diskFull: HttpError | undefined;
+  let diskFull: DiskFullError | undefined;
   const form: ParsedForm = {
     fields: new Map(),
     truncated: new Set(),
@@ -118,10 +118,10 @@ export async function readForm(
           try {
             form.staged = await ctx.files.stage(part.file);
           } catch (err) {
-            if (err instanceof HttpError && err.statusCode === 400) form.notPdf = err;
+            if (err instanceof NotPdfError) form.notPdf = err;
             // A full disk: the file is gone and its part was read to the end; read the rest of
             // the form too, so the client gets the 507 rather than a reset connection.
-            else if (err instanceof HttpError && err.statusCode === 507) diskFull = err;
+            else if (err instanceof DiskFullError) diskFull = err;
             else throw err;
           }
           if (part.file.truncated) throw fileTooLarge(ctx.maxUploadBytes);

@@ -23,7 +23,8 @@ export const healthRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
     async () => ({
       status: "ok",
       version: VERSION,
-      database: ctx.repo.ping() ? "ok" : "error",
+      // A database that does not answer (PostgreSQL down) is reported, not thrown.
+      database: (await ctx.repo.ping().catch(() => false)) ? "ok" : "error",
       worker: ctx.worker ? "running" : "disabled",
     }),
   );

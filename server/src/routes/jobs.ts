@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { RouteOptions } from "../context.js";
-import type { JobRow } from "../db/repository.js";
+import type { JobRow } from "../db/types.js";
 import { HttpError } from "../errors.js";
 import { errorResponses, stepSchema } from "./schemas.js";
 
@@ -66,7 +66,7 @@ export const jobRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) 
       },
     },
     async (request) => {
-      const job = ctx.repo.getJob(request.params.job_id);
+      const job = await ctx.repo.getJob(request.params.job_id);
       if (!job) throw new HttpError(404, "Job not found");
       return jobView(job);
     },
@@ -102,7 +102,7 @@ export const jobRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) 
     async (request) => {
       const { status, limit, offset } = request.query;
       const statusFilter = status !== undefined && status !== "" ? status : undefined;
-      const { jobs, total } = ctx.repo.listJobs({ status: statusFilter, limit, offset });
+      const { jobs, total } = await ctx.repo.listJobs({ status: statusFilter, limit, offset });
       return {
         jobs: jobs.map((j) => ({
           job_id: j.job_id,

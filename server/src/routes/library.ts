@@ -96,7 +96,7 @@ export const libraryRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx
     },
     async (request) => {
       const { q, limit, offset } = request.query;
-      const { rows, total } = ctx.library.list({ q, limit, offset });
+      const { rows, total } = await ctx.library.list({ q, limit, offset });
       return { documents: rows.map(documentView), total, limit, offset };
     },
   );
@@ -145,7 +145,7 @@ export const libraryRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx
     },
     async (request) => {
       const { q, limit, offset } = request.query;
-      const { matches, total } = ctx.library.search({ q, limit, offset });
+      const { matches, total } = await ctx.library.search({ q, limit, offset });
       return {
         query: q,
         matches: matches.map((m) => ({

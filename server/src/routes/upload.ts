@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyPluginAsync } from "fastify";
 import multipart from "@fastify/multipart";
 import type { RouteOptions } from "../context.js";
-import type { NewUpload } from "../db/repository.js";
+import type { NewUpload } from "../db/types.js";
 import { HttpError, missingField, validationError, type ValidationIssue } from "../errors.js";
 import { sanitizeFilename, saveFailure, type StagedFile } from "../storage.js";
 import { boundedInt, MAX_YEAR, MIN_YEAR, multipartOptions, optionalString, readForm, tooLongFields } from "./form.js";
@@ -115,7 +115,7 @@ export const uploadRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
         }
         committedPath = ctx.files.absolute(upload.filePath);
         staged = undefined;
-        const result = ctx.repo.createUpload(upload);
+        const result = await ctx.repo.createUpload(upload);
         if (!result.ok) {
           throw new HttpError(
             409,

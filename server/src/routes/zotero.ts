@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from "fastify";
 import type { RouteOptions } from "../context.js";
-import type { ZoteroLinkRow } from "../db/repository.js";
+import type { ZoteroLinkRow } from "../db/types.js";
 import { errorResponses } from "./schemas.js";
 
 /** A stored JSON list of strings, or undefined when absent or not one (upload stores it as given). */
@@ -82,7 +82,7 @@ export const zoteroRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx 
     },
     async (request) => ({
       library_id: request.query.library_id,
-      links: ctx.repo.zoteroLinks(request.query.library_id).map(linkView),
+      links: (await ctx.repo.zoteroLinks(request.query.library_id)).map(linkView),
     }),
   );
 };

@@ -70,7 +70,7 @@ ${form.error ? html`<p class="error" role="alert">${form.error}</p>` : ""}
 export const loginRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }) => {
   app.get<{ Querystring: { next?: string } }>("/login", async (request, reply) => {
     const next = safeNext(request.query.next);
-    if (sessionOf(ctx, request)) return reply.code(303).header("location", next).header("cache-control", "no-store").send();
+    if (await sessionOf(ctx, request)) return reply.code(303).header("location", next).header("cache-control", "no-store").send();
     return sendLoginForm(request, reply, 200, { next });
   });
 
@@ -99,8 +99,8 @@ export const loginRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }
     }
     // A fresh session id at every login; a session the browser still held is ended.
     const previous = readCookie(request, SESSION_COOKIE);
-    if (previous !== undefined) ctx.sessions.delete(previous);
-    const session = ctx.sessions.create(username);
+    if (previous !== undefined) await ctx.sessions.delete(previous);
+    const session = await ctx.sessions.create(username);
     const secure = overHttps(request);
     return reply
       .code(303)
@@ -114,7 +114,7 @@ export const loginRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }
   });
 
   app.post("/logout", { bodyLimit: LOGIN_BODY_LIMIT }, async (request, reply) => {
-    const session = sessionOf(ctx, request);
+    const session = await sessionOf(ctx, request);
     if (session) {
       // A valid session is ended only by its own form: the session's CSRF token, same origin.
       if (!sameOriginPost(request) || !sameToken(session.csrfToken, field(request.body, "csrf"))) {
@@ -125,7 +125,7 @@ export const loginRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx }
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="${session.csrfToken}"><button type="submit">Log out</button></form>`;
         return sendPage(reply, 403, layout({ title: "Not logged out", request }, body));
       }
-      ctx.sessions.delete(session.id);
+      await ctx.sessions.delete(session.id);
     }
     return reply
       .code(303)

@@ -6,9 +6,8 @@
  */
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import type { RouteOptions } from "../context.js";
-import type { LibraryRow } from "../db/library.js";
 import { queryTerms } from "../db/library.js";
-import type { JobRow } from "../db/repository.js";
+import type { JobRow, LibraryRow } from "../db/types.js";
 import { html, type HtmlValue, type SafeHtml } from "./html.js";
 import { layout, sendPage } from "./layout.js";
 
@@ -127,11 +126,11 @@ export const pageRoutes: FastifyPluginAsync<RouteOptions> = async (app, { ctx })
     let rows: Array<LibraryRow & { snippet?: string }>;
     let total: number;
     if (terms.length > 0) {
-      const listed = ctx.library.list({ q, limit: PAGE_SIZE, offset });
-      rows = listed.rows.map((r) => ({ ...r, snippet: ctx.library.snippet(r.doc_id, terms).snippet }));
+      const listed = await ctx.library.list({ q, limit: PAGE_SIZE, offset });
+      rows = await Promise.all(listed.rows.map(async (r) => ({ ...r, snippet: (await ctx.library.snippet(r.doc_id, terms)).snippet })));
       total = listed.total;
     } else {
-      ({ rows, total } = ctx.library.list({ limit: PAGE_SIZE, offset }));
+      ({ rows, total } = await ctx.library.list({ limit: PAGE_SIZE, offset }));
     }
     const first = total === 0 ? 0 : offset + 1;
     const last = Math.min(offset + rows.length, total);
@@ -164,13 +163,13 @@ ${offset + rows.length < total ? html`<a rel="next" href="${libraryHref(q, page 
 
   app.get<{ Params: { doc_id: string } }>("/paper/:doc_id", async (request, reply) => {
     const docId = request.params.doc_id;
-    const row = ctx.library.get(docId);
+    const row = await ctx.library.get(docId);
     if (!row) return sendPage(reply, 404, notFound(request, "No paper has this id."));
     const title = row.title !== null && row.title !== "" ? row.title : row.filename;
-    const jobs = ctx.library.jobsOf(docId);
+    const jobs = await ctx.library.jobsOf(docId);
     const latest = jobs[0];
-    const firstPage = ctx.library.pageText(docId, 1);
-    const extras = ctx.library.zoteroExtras(docId);
+    const firstPage = await ctx.library.pageText(docId, 1);
+    const extras = await ctx.library.zoteroExtras(docId);
     const body = html`<h1 id="title">${title}</h1>
 <p><a id="download" href="/download/pdf/${encodeURIComponent(docId)}" download>Download the PDF</a> <span class="muted">(${row.filename}, ${formatSize(row.file_size)})</span></p>
 <h2>Metadata</h2>
@@ -202,7 +201,7 @@ ${firstPage !== undefined ? html`<pre class="page" id="first-page">${firstPage}<
   app.get<{ Querystring: Record<string, unknown> }>("/jobs", async (request, reply) => {
     const page = pageNumber(request.query.page);
     const offset = (page - 1) * JOBS_PAGE_SIZE;
-    const { jobs, total, open } = ctx.library.jobs(JOBS_PAGE_SIZE, offset);
+    const { jobs, total, open } = await ctx.library.jobs(JOBS_PAGE_SIZE, offset);
     const body = html`<h1>Jobs</h1>
 <p class="muted" id="summary">${open > 0 ? `${open} running or queued, ` : "none running, "}${total} in all · this page reloads every ${JOBS_REFRESH_SECONDS} seconds</p>
 ${

@@ -8,7 +8,7 @@
 import { timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { AppContext } from "../context.js";
-import type { WebSession } from "../db/sessions.js";
+import type { WebSession } from "../db/types.js";
 import { readCookie, SESSION_COOKIE } from "./cookies.js";
 
 declare module "fastify" {
@@ -21,10 +21,10 @@ declare module "fastify" {
 type Hook = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
 
 /** The request's valid session (not expired, user still an admin), or undefined. */
-export function sessionOf(ctx: AppContext, request: FastifyRequest): (WebSession & { id: string }) | undefined {
+export async function sessionOf(ctx: AppContext, request: FastifyRequest): Promise<(WebSession & { id: string }) | undefined> {
   const id = readCookie(request, SESSION_COOKIE);
   if (id === undefined) return undefined;
-  const session = ctx.sessions.find(id);
+  const session = await ctx.sessions.find(id);
   return session ? { ...session, id } : undefined;
 }
 
@@ -34,7 +34,7 @@ async function identify(ctx: AppContext, request: FastifyRequest, reply: Fastify
     await ctx.authenticate(request, reply);
     return true;
   }
-  const session = sessionOf(ctx, request);
+  const session = await sessionOf(ctx, request);
   if (!session) return false;
   request.webSession = session;
   request.username = session.username;

@@ -1,4 +1,4 @@
-import type { ChunkInput } from "../db/repository.js";
+import type { ChunkInput } from "../db/types.js";
 
 /** Paragraphs as chunks: split each page at blank lines, join a paragraph's lines. */
 export function chunkPages(pages: readonly string[]): ChunkInput[] {

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
-import type { ChunkInput } from "../db/repository.js";
+import type { ChunkInput } from "../db/types.js";
 import { formatSeconds, resolvePdfLimits, type PdfLimits } from "./limits.js";
 import type { ExtractedDocument } from "./pdf.js";
 import { PdfReadError } from "./pdf.js";

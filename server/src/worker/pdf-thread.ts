@@ -4,7 +4,7 @@
  * claims jobs and writes results.
  */
 import { parentPort } from "node:worker_threads";
-import type { ChunkInput } from "../db/repository.js";
+import type { ChunkInput } from "../db/types.js";
 import { chunkPages } from "./chunk.js";
 import { extractDocument, PdfReadError, type ExtractedDocument, type TextLimits } from "./pdf.js";
 

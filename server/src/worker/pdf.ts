@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import type { ChunkInput } from "../db/repository.js";
+import type { ChunkInput } from "../db/types.js";
 import { chunkPages } from "./chunk.js";
 import { formatBytes } from "./limits.js";
 

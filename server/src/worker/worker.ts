@@ -1,6 +1,5 @@
 import type { FastifyBaseLogger } from "fastify";
-import type { ChunkInput, ClaimedJob, Repository } from "../db/repository.js";
-import { isBusyError } from "../db/connection.js";
+import type { ChunkInput, ClaimedJob, Repository } from "../db/types.js";
 import type { FileStore } from "../storage.js";
 import { ExtractionStopped, PdfExtractor, PdfLimitError } from "./extractor.js";
 import type { PdfLimits } from "./limits.js";
@@ -15,8 +14,6 @@ export interface WorkerOptions {
   pollIntervalMs?: number;
   /** Claims of one job before it is failed (crash loops). Default 3. */
   maxAttempts?: number;
-  /** Reproduce the original's lazy job query held across documents (benchmark only). */
-  naive?: boolean;
   /** What one PDF may cost (time, decoded bytes, stored text, thread memory); defaults in limits.ts. */
   pdfLimits?: Partial<PdfLimits>;
 }
@@ -24,7 +21,7 @@ export interface WorkerOptions {
 export interface WorkerStats {
   completed: number;
   failed: number;
-  /** Pipeline attempts aborted by a database error (the naive mode's SQLITE_BUSY). */
+  /** Pipeline attempts aborted by a database error (the job is left for the next claim). */
   aborted: number;
   /** Jobs whose paper was deleted, or whose PDF was replaced, while they ran: results dropped. */
   skipped: number;
@@ -44,7 +41,6 @@ export class JobWorker {
   private readonly log: FastifyBaseLogger;
   private readonly pollIntervalMs: number;
   private readonly maxAttempts: number;
-  private readonly naive: boolean;
   /** Reads PDFs off the event loop. */
   readonly extractor: PdfExtractor;
   private stopping = false;
@@ -59,14 +55,13 @@ export class JobWorker {
     this.log = options.log;
     this.pollIntervalMs = options.pollIntervalMs ?? 1000;
     this.maxAttempts = options.maxAttempts ?? 3;
-    this.naive = options.naive ?? false;
     this.extractor = new PdfExtractor({ limits: options.pdfLimits, log: this.log });
   }
 
   start(): void {
     if (this.running) return;
     this.stopping = false;
-    this.running = (this.naive ? this.naiveLoop() : this.loop()).catch((err: unknown) => {
+    this.running = this.loop().catch((err: unknown) => {
       this.log.error({ err }, "worker stopped on an unexpected error");
     });
   }
@@ -117,7 +112,7 @@ export class JobWorker {
     while (!this.stopping) {
       let job: ClaimedJob | null;
       try {
-        job = this.repo.claimNextJob(this.maxAttempts);
+        job = await this.repo.claimNextJob(this.maxAttempts);
       } catch (err) {
         this.log.warn({ err }, "worker could not claim a job; will retry");
         await this.sleep(this.pollIntervalMs);
@@ -128,6 +123,21 @@ export class JobWorker {
         await this.sleep(this.pollIntervalMs);
         continue;
       }
+      // PostgreSQL: the claim is a lease; renew it while the job runs so no other process takes
+      // it (a process that dies stops renewing, and the job is claimed again after the lease).
+      const renewEvery = this.repo.leaseRenewIntervalMs;
+      const claimed = job;
+      const renewal =
+        renewEvery === undefined
+          ? undefined
+          : setInterval(() => {
+              this.repo.renewLease(claimed.jobId).then(
+                (held) => {
+                  if (!held) this.log.warn({ jobId: claimed.jobId }, "lost the lease on a job (taken over or closed)");
+                },
+                (err: unknown) => this.log.warn({ err, jobId: claimed.jobId }, "could not renew a job lease"),
+              );
+            }, renewEvery);
       try {
         await this.process(job);
       } catch (err) {
@@ -135,6 +145,8 @@ export class JobWorker {
         this.stats.aborted++;
         this.log.error({ err, jobId: job.jobId }, "pipeline attempt aborted; the job will be retried");
         await this.sleep(this.pollIntervalMs);
+      } finally {
+        if (renewal) clearInterval(renewal);
       }
     }
     this.signalIdle();
@@ -145,7 +157,7 @@ export class JobWorker {
     let pages: string[];
     let chunks: ChunkInput[];
     if (job.textDone) {
-      pages = this.repo.pageTexts(job.docId);
+      pages = await this.repo.pageTexts(job.docId);
       try {
         chunks = await this.extractor.chunk(pages);
       } catch (err) {
@@ -165,19 +177,19 @@ export class JobWorker {
       pages = doc.pages;
       chunks = doc.chunks;
       const note = doc.notes.length > 0 ? doc.notes.join("; ") : undefined;
-      if (!this.repo.saveText(job.jobId, job.docId, pages, note)) return this.skip(log);
+      if (!(await this.repo.saveText(job.jobId, job.docId, pages, note))) return this.skip(log);
       if (note) log.warn({ note }, "text step done within the PDF limits");
       else log.debug({ pages: pages.length }, "text step done");
     }
     if (this.stopping) return; // between steps
-    if (!this.repo.saveChunks(job.jobId, job.docId, chunks)) return this.skip(log);
+    if (!(await this.repo.saveChunks(job.jobId, job.docId, chunks))) return this.skip(log);
     this.stats.completed++;
     log.info({ pages: pages.length, chunks: chunks.length }, "job completed");
   }
 
-  private fail(job: ClaimedJob, step: "text" | "chunking", message: string, log: FastifyBaseLogger): void {
+  private async fail(job: ClaimedJob, step: "text" | "chunking", message: string, log: FastifyBaseLogger): Promise<void> {
     // The file may be gone because the paper was deleted or its PDF replaced meanwhile.
-    if (!this.repo.failJob(job.jobId, step, message)) return this.skip(log);
+    if (!(await this.repo.failJob(job.jobId, step, message))) return this.skip(log);
     this.stats.failed++;
     log.warn({ reason: message }, "job failed");
   }
@@ -186,69 +198,5 @@ export class JobWorker {
   private skip(log: FastifyBaseLogger): void {
     this.stats.skipped++;
     log.info("the paper was deleted or its PDF replaced while the job ran; results dropped");
-  }
-
-  /**
-   * The original's pipeline, for the benchmark: one lazy query over the queued jobs
-   * holds its read transaction open while each document is parsed, and the results are
-   * written inside it, so the lock is held across documents.
-   */
-  private async naiveLoop(): Promise<void> {
-    while (!this.stopping) {
-      let batch: Array<{ jobId: string; docId: string; filePath: string }>;
-      try {
-        batch = this.repo.naiveBeginBatch();
-      } catch (err) {
-        this.stats.aborted++;
-        this.safeEnd(false);
-        this.log.warn({ err }, "naive worker: job query failed");
-        await this.sleep(this.pollIntervalMs);
-        continue;
-      }
-      if (batch.length === 0) {
-        this.safeEnd(true);
-        this.signalIdle();
-        await this.sleep(this.pollIntervalMs);
-        continue;
-      }
-      try {
-        for (const job of batch) {
-          if (this.stopping) break;
-          let doc: ExtractedDocument;
-          try {
-            doc = await this.extractor.extract(this.files.absolute(job.filePath));
-          } catch (err) {
-            if (err instanceof ExtractionStopped) break;
-            if (this.repo.failJob(job.jobId, "text", (err as Error).message)) this.stats.failed++;
-            else this.stats.skipped++;
-            continue;
-          }
-          if (
-            this.repo.saveText(job.jobId, job.docId, doc.pages) &&
-            this.repo.saveChunks(job.jobId, job.docId, doc.chunks)
-          ) {
-            this.stats.completed++;
-          } else {
-            this.stats.skipped++;
-          }
-        }
-        this.repo.naiveEndBatch(true);
-      } catch (err) {
-        this.stats.aborted++;
-        this.safeEnd(false);
-        this.log.warn({ err, busy: isBusyError(err) }, "naive worker: pipeline attempt aborted");
-        await this.sleep(this.pollIntervalMs);
-      }
-    }
-    this.safeEnd(false);
-    this.signalIdle();
-  }
-
-  private safeEnd(commit: boolean): void {
-    try {
-      this.repo.naiveEndBatch(commit);
-    } catch (err) {
-      this.log.warn({ err }, "naive worker: could not end its transaction");
-    }
   }
 }

@@ -3,7 +3,10 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
+import pg from "pg";
 import { buildApp, type AppOptions } from "../../src/app.js";
+import type { SqliteDatabase } from "../../src/db/connection.js";
+import { SqliteRepository } from "../../src/db/repository.js";
 
 export const ADMIN = { user: "admin", password: "correct horse battery staple" };
 
@@ -19,9 +22,24 @@ export async function removeTempDirs(): Promise<void> {
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 }
 
+let currentDatabaseUrl: string | undefined;
+
+/**
+ * The database the next testApp() calls use when they name none: a PostgreSQL URL (a schema of
+ * the test database), or undefined for SQLite in the data directory.
+ */
+export function useDatabase(url: string | undefined): void {
+  currentDatabaseUrl = url;
+}
+
+export function currentDatabase(): string | undefined {
+  return currentDatabaseUrl;
+}
+
 export async function testApp(overrides: Partial<AppOptions> = {}): Promise<FastifyInstance> {
   const dataDir = overrides.dataDir ?? (await tempDataDir());
   const app = await buildApp({
+    databaseUrl: currentDatabaseUrl,
     adminUser: ADMIN.user,
     adminPassword: ADMIN.password,
     worker: false,
@@ -109,5 +127,31 @@ export async function waitFor<T>(check: () => Promise<T | undefined> | T | undef
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new Error("waitFor: timed out");
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The SQLite connection of an app's requests (or its worker's): for tests that read rows directly. */
+export function sqliteOf(app: FastifyInstance, worker = false): SqliteDatabase {
+  const repo = worker ? app.refserver.workerRepo : app.refserver.repo;
+  if (!(repo instanceof SqliteRepository)) throw new Error("this test reads the SQLite database directly");
+  return repo.db;
+}
+
+/**
+ * Rows of a query on an app's database, SQLite or PostgreSQL (`?` parameters; the SQL must be
+ * valid on both): for tests that check stored rows on either backend.
+ */
+export async function dbRows<R>(app: FastifyInstance, sql: string, params: unknown[] = []): Promise<R[]> {
+  if (app.refserver.storage.kind === "sqlite") return sqliteOf(app).prepare(sql).all(...params) as R[];
+  const url = currentDatabaseUrl;
+  if (!url) throw new Error("dbRows: no PostgreSQL URL in use");
+  let n = 0;
+  const text = sql.replace(/\?/g, () => `$${++n}`);
+  const client = new pg.Client({ connectionString: url, types: { getTypeParser: (oid: number, format?: "text" | "binary") => (oid === 20 ? (v: string) => Number(v) : format === "binary" ? pg.types.getTypeParser(oid, "binary") : pg.types.getTypeParser(oid, "text")) } as pg.CustomTypesConfig });
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as R[];
+  } finally {
+    await client.end();
   }
 }
