@@ -1,7 +1,13 @@
 /**
- * A fake RefServerLite (see /work/shared/refserver-api.md): a real HTTP server on
- * 127.0.0.1 that parses multipart uploads for real, answers like the FastAPI
- * server does, and can be scripted to fail in the ways the real one fails.
+ * A stand-in for the ORIGINAL RefServerLite (the Python/FastAPI server, whose API contract
+ * server/README.md writes down), not for refserver-lite: the importer must work against the
+ * original as it is, and the original cannot be installed here. A real HTTP server on 127.0.0.1
+ * that parses multipart uploads for real, answers as the FastAPI server does (its 422 shapes,
+ * comma-separated authors on its metadata endpoint, no links endpoint unless asked, no PUT …/pdf
+ * or DELETE), and can be scripted to fail in the ways the original fails ("database is locked"
+ * after reading the body, answers lost after commit, logins locked, tokens expiring), which
+ * refserver-lite by design does not. Tests of the importer against refserver-lite itself use the
+ * real server (test/helpers/refserver-process.ts, in-process or as a process).
  *
  *   const rs = new FakeRefServer({ username: "admin", password: "pw" });
  *   const { url, close } = await rs.start();
