@@ -1,5 +1,5 @@
 import { setMaxListeners } from "node:events";
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import pLimit from "p-limit";
 import { ImportError, messageOf } from "../errors.js";
 import { codePolicy, stopsRun } from "../failure/policy.js";
@@ -211,7 +211,7 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         // metadata endpoint. Its failure never loses the paper: "metadata pending", sent next run.
         const sent = await sendMetadata(o, c, outcome.docId, meta, hard, onRetry("metadata"));
         await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size, md5: file.md5, ...(sent.meta ? { meta: sent.meta } : {}), ...(sent.metaPending ? { metaPending: true } : {}) });
-        await rm(file.path, { force: true });
+        await unlink(file.path).catch(() => undefined);
         o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
         return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size, ...(sent.metaPending ? { metaPending: true } : {}) };
       }
