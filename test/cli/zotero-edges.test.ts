@@ -20,8 +20,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ZoteroWebApi } from "../../src/zotero/web-api.js";
 import type { Attachment } from "../../src/zotero/types.js";
 import { runCli, waitFor } from "../helpers/cli.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroRequestInfo } from "../helpers/fake-zotero.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroRequestInfo } from "../../fixtures/fake-zotero.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 import { API_KEY, makeWorld, type World, type WorldOptions } from "../helpers/world.js";
 
 let world: World | undefined;

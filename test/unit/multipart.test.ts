@@ -7,7 +7,7 @@ import { ImportError } from "../../src/errors.js";
 import { RefServerClient } from "../../src/refserver/client.js";
 import { multipartBody } from "../../src/refserver/multipart.js";
 import { boundaryOf, parseMultipart } from "../helpers/multipart.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 import { startRefServer, type RefServerProcess } from "../helpers/refserver-process.js";
 
 // The upload body the importer builds by hand (a Node stream, no FormData): what a strict
