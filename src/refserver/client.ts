@@ -199,8 +199,8 @@ export class RefServerClient {
     );
   }
 
-  private async uploadOnce(meta: UploadMetadata, filePath: string, filename: string, token: string, signal?: AbortSignal): Promise<UploadVerdict> {
-    // Metadata first, the file last: the server can reject before reading megabytes.
+  /** The multipart fields of upload_with_metadata, in the order sent (metadata before the file). */
+  private uploadFields(meta: UploadMetadata): [string, string][] {
     const fields: [string, string][] = [["title", meta.title], ["authors", JSON.stringify(meta.authors)]];
     if (meta.year !== null) fields.push(["year", String(meta.year)]);
     fields.push(
@@ -210,7 +210,15 @@ export class RefServerClient {
       ["collection_keys", JSON.stringify(meta.collectionKeys)],
       ["tags", JSON.stringify(meta.tags)],
     );
-    const multipart = await multipartBody(fields, { name: "file", path: filePath, filename, contentType: "application/pdf" });
+    return fields;
+  }
+
+  private async uploadOnce(meta: UploadMetadata, filePath: string, filename: string, token: string, signal?: AbortSignal): Promise<UploadVerdict> {
+    const multipart = await multipartBody(this.uploadFields(meta), { name: "file", path: filePath, filename, contentType: "application/pdf" });
+    return this.sendUpload(meta, multipart, token, signal);
+  }
+
+  private async sendUpload(meta: UploadMetadata, multipart: MultipartBody, token: string, signal?: AbortSignal): Promise<UploadVerdict> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(this.url("/api/v1/papers/upload_with_metadata"), {
@@ -308,6 +316,17 @@ export class RefServerClient {
       body.multipart?.dispose();
     }
     return { status: res.statusCode, text, retryAfter: firstHeader(res.headers["retry-after"]) };
+  }
+
+  /**
+   * Whether a fresh upload_with_metadata already told the server all `meta` says, so the
+   * metadata call after it would change nothing: refserver-lite (it lists its links) stores the
+   * upload's title, authors (the same JSON array), year, Zotero version, tags and collections,
+   * and the paper has no journal, DOI or abstract. The original RefServerLite always gets the
+   * call (it takes authors in its own format there).
+   */
+  uploadCarriesAll(meta: UploadMetadata): boolean {
+    return this.listsLinks && !meta.journal && !meta.doi && !meta.abstract;
   }
 
   /**

@@ -46,7 +46,19 @@ function crlf(value: string): string {
 }
 
 /** Read chunk size for the file: fewer, larger writes to the socket cost less CPU. */
-const CHUNK = 256 * 1024;
+const CHUNK = 1024 * 1024;
+
+/** The bytes around the file's: the fields and the file part's headers, and the closing boundary. */
+function frame(fields: ReadonlyArray<readonly [string, string]>, file: Omit<MultipartFile, "path">): { head: Buffer; tail: Buffer; contentType: string } {
+  const boundary = `----import-from-zotero-${randomBytes(12).toString("hex")}`;
+  let text = "";
+  for (const [name, value] of fields) {
+    text += `--${boundary}${CRLF}Content-Disposition: form-data; name="${quoted(crlf(name))}"${CRLF}${CRLF}${crlf(value)}${CRLF}`;
+  }
+  text += `--${boundary}${CRLF}Content-Disposition: form-data; name="${quoted(crlf(file.name))}"; filename="${quoted(file.filename)}"${CRLF}`;
+  text += `Content-Type: ${file.contentType}${CRLF}${CRLF}`;
+  return { head: Buffer.from(text, "utf8"), tail: Buffer.from(`${CRLF}--${boundary}--${CRLF}`, "utf8"), contentType: `multipart/form-data; boundary=${boundary}` };
+}
 
 /**
  * Open `file.path` (a clear FILE_IO error when it is gone) and build the body around it.
@@ -63,15 +75,7 @@ export async function multipartBody(fields: ReadonlyArray<readonly [string, stri
     throw new ImportError("FILE_IO", `cannot read ${file.path} (${(error as NodeJS.ErrnoException).code}): the download cache changed under us`, { retriable: true });
   }
   const handle = opened;
-  const boundary = `----import-from-zotero-${randomBytes(12).toString("hex")}`;
-  let text = "";
-  for (const [name, value] of fields) {
-    text += `--${boundary}${CRLF}Content-Disposition: form-data; name="${quoted(crlf(name))}"${CRLF}${CRLF}${crlf(value)}${CRLF}`;
-  }
-  text += `--${boundary}${CRLF}Content-Disposition: form-data; name="${quoted(crlf(file.name))}"; filename="${quoted(file.filename)}"${CRLF}`;
-  text += `Content-Type: ${file.contentType}${CRLF}${CRLF}`;
-  const head = Buffer.from(text, "utf8");
-  const tail = Buffer.from(`${CRLF}--${boundary}--${CRLF}`, "utf8");
+  const { head, tail, contentType } = frame(fields, file);
 
   let stream: ReadStream | null = null;
   let closed = false;
@@ -98,5 +102,5 @@ export async function multipartBody(fields: ReadonlyArray<readonly [string, stri
   }
   const body = Readable.from(parts(), { objectMode: false, highWaterMark: CHUNK });
   body.once("close", dispose);
-  return { body, length: head.length + size + tail.length, contentType: `multipart/form-data; boundary=${boundary}`, dispose };
+  return { body, length: head.length + size + tail.length, contentType, dispose };
 }

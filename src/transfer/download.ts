@@ -30,6 +30,9 @@ export interface Downloaded {
   fromCache: boolean;
 }
 
+/** The cache file's write buffer: the download's 16–64 KiB chunks go out in fewer, larger writes. */
+const WRITE_CHUNK = 1024 * 1024;
+
 export function cachePathFor(cacheDir: string, attachment: Attachment): string {
   return join(cacheDir, `${attachment.key}.pdf`);
 }
@@ -92,7 +95,7 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
         },
       });
       try {
-        await pipeline(file.body, meter, createWriteStream(partial, { mode: 0o600 }), options.signal ? { signal: options.signal } : {});
+        await pipeline(file.body, meter, createWriteStream(partial, { mode: 0o600, highWaterMark: WRITE_CHUNK }), options.signal ? { signal: options.signal } : {});
       } catch (error) {
         rmSync(partial, { force: true });
         if (options.signal?.aborted) throw new ImportError("INTERRUPTED", "download interrupted", { cause: error });
