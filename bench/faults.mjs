@@ -1,14 +1,12 @@
 // faults: throughput and success with 30% "database is locked" answers, fixed vs adaptive
 // pacing (import_options.adaptive_pacing false/true), batch_size 8 as the ceiling.
-// A fault proxy (bench/lib/fault-proxy.mjs) in front of refserver-lite (real process,
+// The fault proxy (fixtures/fault-proxy.ts) in front of refserver-lite (real process,
 // --no-worker) answers 500 {"detail":"Database error: database is locked"} to 30% of uploads
 // after reading the whole body, as the real server does; the rest reach the server.
 // The importer keeps its real retry defaults (8 retries, full jitter 1 s · 2^n, max 60 s).
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeBigPdf } from "./lib/bigpdf.mjs";
-import { FaultProxy } from "./lib/fault-proxy.mjs";
-import { LiteZotero, makeLiteLibrary } from "./lib/zotero-lite.mjs";
+import { FakeZotero, FaultProxy, diskLibrary, makeRng, writePdfFile } from "./lib/library.mjs";
 import { argValue, fmt, machine, makeSandbox, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 /** Time-weighted mean of uploads in flight between the first and the last change. */
@@ -30,7 +28,7 @@ export async function run(args) {
   const rows = [];
   const notes = [];
   try {
-    const file = await writeBigPdf(join(work, "paper.pdf"), size, "Fault paper");
+    const file = await writePdfFile(join(work, "paper.pdf"), size, "Fault paper");
     // "load": contention that grows with concurrent uploads — the given share at 4 uploads in
     // flight, proportionally more or less (share × n / 4, at most 0.9): 7.5% alone, 60% at 8.
     const byLoad = (n) => Math.min(0.9, (share * n) / 4);
@@ -46,11 +44,17 @@ export async function run(args) {
     for (const cs of cases) {
       const runs = [];
       for (let r = 0; r < repeats; r++) {
-        const lib = makeLiteLibrary({ items, file: () => file });
-        const zot = new LiteZotero(lib);
+        const { lib } = diskLibrary({ items, file: () => file });
+        const zot = new FakeZotero({ library: lib });
         await zot.start();
         const srv = await startRefServer({ dataDir: join(work, `srv-${rows.length}-${r}`) });
-        const proxy = new FaultProxy(srv.url, { lockShare: cs.lock, seed: 1234 + r });
+        // A constant share: the proxy's own seeded draws. Growing with load: a seeded draw
+        // against the share at the uploads in flight (this one included).
+        const draw = makeRng(1234 + r);
+        const proxy =
+          typeof cs.lock === "function"
+            ? new FaultProxy({ target: srv.url, seed: 1234 + r, decide: () => (draw() < cs.lock(proxy.inFlight) ? "lock" : "pass") })
+            : new FaultProxy({ target: srv.url, seed: 1234 + r, shares: { lock: cs.lock } });
         await proxy.start();
         try {
           const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: proxy.url, importOptions: { batch_size: batch, adaptive_pacing: cs.adaptive } });
@@ -67,7 +71,7 @@ export async function run(args) {
           } catch {
             /* no report */
           }
-          runs.push({ code: res.code, secs: res.wallMs / 1000, onServer: links.length, dup: links.length - uniq, uploads: proxy.uploads, locked: proxy.locked, peak: proxy.peakUploadsInFlight, mean: meanInFlight(proxy.inFlightSamples), pacing });
+          runs.push({ code: res.code, secs: res.wallMs / 1000, onServer: links.length, dup: links.length - uniq, uploads: proxy.counters.matched, locked: proxy.counters.lock, peak: proxy.peakInFlight, mean: meanInFlight(proxy.inFlightSamples), pacing });
           rmrf(sb.dir);
         } finally {
           await proxy.close();
@@ -92,12 +96,12 @@ export async function run(args) {
       ]);
     }
     const text = [
-      `${items} items × ${size} B, lean fake Zotero (bench/lib/zotero-lite.mjs) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded per repeat, so both pacing modes meet the same sequence of verdicts per request number); ${repeats} runs per case, fresh server and state each; the rest are forwarded. The last two rows model a server whose lock contention grows with concurrent uploads: the share is ${Math.round(share * 100)}% × (uploads in flight ÷ 4), at most 90%. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
+      `${items} items × ${size} B, fake Zotero (fixtures/fake-zotero.ts, files streamed from disk) → importer (batch_size ${batch} = the ceiling; real retry defaults: 8 retries, full jitter from 1 s, max 60 s) → fault proxy → refserver-lite (real process, \`--no-worker\`). The proxy answers 500 {"detail":"Database error: database is locked"} to the given share of upload requests after reading their whole body (seeded per repeat, so both pacing modes meet the same sequence of verdicts per request number); ${repeats} runs per case, fresh server and state each; the rest are forwarded. The last two rows model a server whose lock contention grows with concurrent uploads: the share is ${Math.round(share * 100)}% × (uploads in flight ÷ 4), at most 90%. "uploads in flight" is measured at the proxy; "final limit" comes from the importer's JSON report.`,
       "",
       table(["case", "on server, exactly once", "wall s (median)", "items/s (median)", "items/s, all runs", "MiB/s (median)", "upload requests", "answered locked", "peak uploads in flight", "mean uploads in flight (median)", "final limit (decreases), per run"], rows),
       ...(notes.length ? ["", ...notes.map((n) => `- ${n}`)] : []),
     ].join("\n");
-    report({ title: "import-from-zotero: under faults (30% lock answers), fixed vs adaptive pacing", command: `npm run bench -- faults ${args.join(" ")}`.trim(), m, text });
+    report({ name: "faults", title: "import-from-zotero: under faults (30% lock answers), fixed vs adaptive pacing", command: `npm run bench -- faults ${args.join(" ")}`.trim(), m, text });
   } finally {
     rmrf(work);
   }

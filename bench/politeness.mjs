@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { argValue, fmt, machine, makeSandbox, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
-const { makeLibrary, FakeLibrary, FakeZotero } = await import("./out/helpers/fake-zotero.js");
+const { makeLibrary, FakeLibrary, FakeZotero } = await import("./out/fixtures/fake-zotero.js");
 
 /**
  * Per block of 10 parents: 8 with a stored PDF (5 of them also with a child note, 2 also with an
@@ -74,11 +74,11 @@ export async function run(args) {
       }
     }
     const text = [
-      "Full imports (small generated PDFs) from the fake Zotero Web API (test/helpers/fake-zotero.ts) into refserver-lite (real process, `--no-worker`). The fake delays every API answer by 20 ms and every storage download by 50 ms so requests overlap as against zotero.org. Counted by the fake: listing = requests to listing routes (`listingRequestCount()`), in flight = API + storage requests open at once (`peakInFlight`). Mixed library, per 10 parents: 8 with a stored PDF (5 of those with a child note, 2 with an HTML snapshot), 1 with only a linked URL, 1 with nothing; plus 1 standalone note (27 Zotero objects per 8 importable items).",
+      "Full imports (small generated PDFs) from the fake Zotero Web API (fixtures/fake-zotero.ts) into refserver-lite (real process, `--no-worker`). The fake delays every API answer by 20 ms and every storage download by 50 ms so requests overlap as against zotero.org. Counted by the fake: listing = requests to listing routes (`listingRequestCount()`), in flight = API + storage requests open at once (`peakInFlight`). Mixed library, per 10 parents: 8 with a stored PDF (5 of those with a child note, 2 with an HTML snapshot), 1 with only a linked URL, 1 with nothing; plus 1 standalone note (27 Zotero objects per 8 importable items).",
       "",
       table(["library", "batch_size", "on server", "Zotero objects", "listing requests", "per 100 importable (target ≤ 3)", "all Zotero requests", "peak in flight (target ≤ 4)", "peak storage in flight", "wall s"], rows),
     ].join("\n");
-    report({ title: "import-from-zotero: Zotero politeness", command: `npm run bench -- politeness ${args.join(" ")}`.trim(), m, text });
+    report({ name: "politeness", title: "import-from-zotero: Zotero politeness", command: `npm run bench -- politeness ${args.join(" ")}`.trim(), m, text });
   } finally {
     rmrf(work);
   }

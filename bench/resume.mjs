@@ -11,9 +11,7 @@
 import { randomUUID } from "node:crypto";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { writeBigPdf } from "./lib/bigpdf.mjs";
-import { FaultProxy } from "./lib/fault-proxy.mjs";
-import { LiteZotero, makeLiteLibrary, zoteroKey } from "./lib/zotero-lite.mjs";
+import { FakeZotero, FaultProxy, diskLibrary, listingRequests, makeRng, makeZoteroKey, writePdfFile } from "./lib/library.mjs";
 import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const LIB_ID = 475425;
@@ -39,11 +37,11 @@ async function once(work, variant, { records, newItems, file }) {
   // Library: variant B holds the done items too (full listing); A and 0 only the new ones.
   const inLibrary = variant === "B" ? half + newItems : newItems;
   const startVersion = 100_000;
-  const lib = variant === "B" ? makeLiteLibrary({ items: inLibrary, file: () => file, libraryId: LIB_ID, startVersion }) : makeLiteLibrary({ items: newItems, file: () => file, libraryId: LIB_ID, startVersion, keyOffset: 5_000_000 });
-  const zot = new LiteZotero(lib);
+  const { lib, parents } = diskLibrary({ items: inLibrary, file: () => file, libraryId: LIB_ID, startVersion, seed: variant === "B" ? 1 : 2 });
+  const zot = new FakeZotero({ library: lib });
   await zot.start();
   const srv = await startRefServer({ dataDir: join(work, `srv-${variant}-${randomUUID().slice(0, 8)}`) });
-  const proxy = new FaultProxy(srv.url, { lockShare: 0 });
+  const proxy = new FaultProxy({ target: srv.url });
   await proxy.start();
   try {
     const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: LIB_ID, apiKey: lib.apiKey, refserverUrl: proxy.url });
@@ -51,9 +49,11 @@ async function once(work, variant, { records, newItems, file }) {
     let journalBytes = 0;
     if (variant !== "0") {
       const doneKeys = [];
+      const rng = makeRng(99);
       for (let i = 0; i < half; i++) {
         // B: the library's first `half` parents; A: keys that are not in this listing at all.
-        doneKeys.push({ key: zoteroKey(2 * i), att: zoteroKey(2 * i + 1), version: startVersion + 2 * i + 1, i });
+        if (variant === "B") doneKeys.push({ key: parents[i].key, att: parents[i].att, version: parents[i].version, i });
+        else doneKeys.push({ key: makeZoteroKey(rng), att: makeZoteroKey(rng), version: startVersion - half + i, i });
       }
       const lines = journalLines({ scope, doneKeys, sync: variant === "A" ? startVersion - 1 : undefined });
       mkdirSync(dirname(sb.checkpoint), { recursive: true });
@@ -62,9 +62,9 @@ async function once(work, variant, { records, newItems, file }) {
     }
     const res = await runImporter(sb, ["--quiet"], { timeoutMs: 300_000 });
     if (res.code !== 0) console.error(`resume ${variant}: importer exit ${res.code}: ${res.stderr.slice(-2000)}`);
-    const firstUploadS = proxy.firstUploadAt === null ? NaN : (proxy.firstUploadAt - res.t0) / 1000;
+    const firstUploadS = proxy.firstMatchAt === null ? NaN : (proxy.firstMatchAt - res.t0) / 1000;
     rmrf(sb.dir);
-    return { firstUploadS, wallS: res.wallMs / 1000, code: res.code, peakRss: res.peakRss, uploads: proxy.uploads, listing: zot.listingRequests, journalBytes };
+    return { firstUploadS, wallS: res.wallMs / 1000, code: res.code, peakRss: res.peakRss, uploads: proxy.counters.matched, listing: listingRequests(zot), journalBytes };
   } finally {
     await proxy.close();
     await zot.close();
@@ -84,7 +84,7 @@ export async function run(args) {
   const m = machine();
   const work = tempDir("resume");
   try {
-    const file = await writeBigPdf(join(work, "paper.pdf"), 150_000, "Resume paper");
+    const file = await writePdfFile(join(work, "paper.pdf"), 150_000, "Resume paper");
     const rows = [];
     const variants = [
       ["0", `empty journal, ${newItems} new items (baseline)`],
@@ -107,11 +107,11 @@ export async function run(args) {
       ]);
     }
     const text = [
-      `Time from spawn of the importer to the first upload request arriving at the server (timestamped by a transparent proxy in front of refserver-lite, real process, \`--no-worker\`), with a synthetic checkpoint in the real NDJSON format for the same scope (\`<refserver url>|user:${LIB_ID}\`): per item one "started" and one "done" record (title, docId, bytes), ${repeats} runs each, median first. Lean fake Zotero (bench/lib/zotero-lite.mjs), 150 kB PDFs, batch_size 4.`,
+      `Time from spawn of the importer to the first upload request arriving at the server (timestamped by a transparent proxy in front of refserver-lite, real process, \`--no-worker\`), with a synthetic checkpoint in the real NDJSON format for the same scope (\`<refserver url>|user:${LIB_ID}\`): per item one "started" and one "done" record (title, docId, bytes), ${repeats} runs each, median first. Fake Zotero (fixtures/fake-zotero.ts, files streamed from disk), 150 kB PDFs, batch_size 4.`,
       "",
       table(["journal", "journal MiB", "listing requests", "spawn → first upload s, median (target ≤ 1 s)", "all runs s", "uploads", "wall s, median", "peak RSS MiB"], rows),
     ].join("\n");
-    report({ title: "import-from-zotero: resume start-up with a 100 000-record journal", command: `npm run bench -- resume ${args.join(" ")}`.trim(), m, text });
+    report({ name: "resume", title: "import-from-zotero: resume start-up with a 100 000-record journal", command: `npm run bench -- resume ${args.join(" ")}`.trim(), m, text });
   } finally {
     rmrf(work);
   }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run bench [-- NAME [options]]: runs every benchmark, or the one named. Each prints a
-// table and appends it to BENCHMARKS.md (BENCH_NO_WRITE=1 to only print).
+// table and keeps the run as JSON under bench/results/ (BENCH_NO_WRITE=1 to only print).
 // Names: throughput, politeness, memory, resume, faults, scale.
 const ALL = ["throughput", "politeness", "memory", "resume", "faults", "scale"];
 const FILES = { throughput: "./throughput.mjs", politeness: "./politeness.mjs", memory: "./memory.mjs", resume: "./resume.mjs", faults: "./faults.mjs", scale: "./scale.mjs" };
@@ -8,7 +8,8 @@ const FILES = { throughput: "./throughput.mjs", politeness: "./politeness.mjs", 
 const args = process.argv.slice(2);
 const names = args.filter((a) => ALL.includes(a));
 const options = args.filter((a) => !ALL.includes(a));
-const unknown = options.filter((a) => !a.startsWith("--") && !/^[\d.,]+$/.test(a));
+// A word that is neither a benchmark nor an option must be an option's value.
+const unknown = args.filter((a, i) => !ALL.includes(a) && !a.startsWith("--") && !(args[i - 1] ?? "").startsWith("--"));
 if (unknown.length > 0) {
   console.error(`unknown benchmark ${unknown.join(", ")}: choose from ${ALL.join(", ")}`);
   process.exit(2);

@@ -8,21 +8,16 @@
 import { randomUUID } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { writeBigPdf } from "./lib/bigpdf.mjs";
-import { LiteZotero, makeLiteLibrary, zoteroKey } from "./lib/zotero-lite.mjs";
-import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, table, tempDir } from "./lib/common.mjs";
+import { FakeZotero, diskLibrary, listingRequests, writePdfFile } from "./lib/library.mjs";
+import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const REFSERVER = "http://127.0.0.1:9"; // never contacted by a dry run; only part of the scope
 
-function writeJournal(path, scope, n, outcome) {
+function writeJournal(path, scope, parents, outcome) {
   const run = randomUUID();
   const lines = [JSON.stringify({ t: "run", ts: "2026-01-01T00:00:00.000Z", run, scope, event: "start" })];
-  for (let i = 0; i < n; i++) {
-    const key = zoteroKey(2 * i);
-    const att = zoteroKey(2 * i + 1);
-    const version = 100 + 2 * i + 1;
-    const title = `Graph Methods ${i + 1}`;
+  for (const { key, att, version, title } of parents) {
     lines.push(itemRecord({ ts: "2026-01-01T00:00:01.000Z", run, scope, key, att, version, status: "started", title }));
     if (outcome === "done") lines.push(itemRecord({ ts: "2026-01-01T00:00:02.000Z", run, scope, key, att, version, status: "done", title, docId: randomUUID(), via: "uploaded", bytes: 150_000 }));
     else lines.push(JSON.stringify({ t: "item", ts: "2026-01-01T00:00:02.000Z", run, scope, key, att, version, status: "failed", title, code: "REFSERVER_LOCKED", error: "RefServer answered 500 database is locked (8 retries)", permanent: false }));
@@ -31,7 +26,48 @@ function writeJournal(path, scope, n, outcome) {
   writeFileSync(path, lines.join("\n") + "\n", { mode: 0o600 });
 }
 
+/**
+ * Full imports of n items with small PDFs (one file on disk served for every item) into
+ * refserver-lite (--no-worker): wall time, importer CPU and peak RSS per item, per size.
+ */
+async function fullImports(work, sizes, pdfBytes) {
+  const file = await writePdfFile(join(work, "small.pdf"), pdfBytes, "Scale import paper");
+  const out = [];
+  for (const n of sizes) {
+    const { lib } = diskLibrary({ items: n, file: () => file, seed: 7 });
+    const zot = new FakeZotero({ library: lib });
+    await zot.start();
+    const srv = await startRefServer({ dataDir: join(work, `srv-import-${n}`) });
+    try {
+      const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: srv.url, importOptions: { batch_size: 8 } });
+      const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000 });
+      if (res.code !== 0) console.error(`scale import ${n}: exit ${res.code}: ${res.stderr.slice(-2000)}`);
+      const onServer = (await serverLinks(srv.url, lib.libraryId)).length;
+      out.push({ items: n, onServer, exit: res.code, wallS: res.wallMs / 1000, cpuS: res.cpuS, peakRssMiB: res.peakRss / 2 ** 20, listing: listingRequests(zot) });
+      console.error(`scale import ${n}: ${onServer}/${n} in ${fmt(res.wallMs / 1000, 1)} s, CPU ${fmt(res.cpuS, 1)} s, peak RSS ${mb(res.peakRss, 0)} MiB`);
+      rmrf(sb.dir);
+    } finally {
+      await zot.close();
+      await srv.stop();
+    }
+  }
+  return out;
+}
+
 export async function run(args) {
+  const importSizes = String(argValue(args, "--import-sizes", "500,2000,20000")).split(",").filter(Boolean).map(Number);
+  const importBytes = Number(argValue(args, "--import-pdf-bytes", 20_000));
+  if (args.includes("--import-only")) {
+    const m = machine();
+    const work = tempDir("scale");
+    try {
+      const imports = await fullImports(work, importSizes, importBytes);
+      report({ name: "scale-import", title: "import-from-zotero: full imports 500 → 20 000 items", command: `npm run bench -- scale ${args.join(" ")}`.trim(), m, text: importTable(imports, importBytes), data: { imports, pdfBytes: importBytes } });
+    } finally {
+      rmrf(work);
+    }
+    return;
+  }
   const sizes = String(argValue(args, "--sizes", "1000,5000,20000")).split(",").map(Number);
   const repeats = Number(argValue(args, "--repeats", 3));
   const m = machine();
@@ -39,11 +75,11 @@ export async function run(args) {
   const rows = [];
   const perItem = new Map();
   try {
-    const file = await writeBigPdf(join(work, "paper.pdf"), 150_000, "Scale paper");
+    const file = await writePdfFile(join(work, "paper.pdf"), 150_000, "Scale paper");
     for (const journal of ["empty", "done", "failed"]) {
       for (const n of sizes) {
-        const lib = makeLiteLibrary({ items: n, file: () => file });
-        const zot = new LiteZotero(lib);
+        const { lib, parents } = diskLibrary({ items: n, file: () => file });
+        const zot = new FakeZotero({ library: lib });
         await zot.start();
         const runs = [];
         let listing = 0;
@@ -51,10 +87,10 @@ export async function run(args) {
         try {
           for (let r = 0; r < repeats; r++) {
             const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: REFSERVER });
-            if (journal !== "empty") writeJournal(sb.checkpoint, `${REFSERVER}|user:${lib.libraryId}`, n, journal);
-            const before = zot.listingRequests;
+            if (journal !== "empty") writeJournal(sb.checkpoint, `${REFSERVER}|user:${lib.libraryId}`, parents, journal);
+            const before = listingRequests(zot);
             const res = await runImporter(sb, ["--dry-run"], { timeoutMs: 900_000 });
-            listing = zot.listingRequests - before;
+            listing = listingRequests(zot) - before;
             if (res.code !== 0) console.error(`scale ${n}/${journal}: exit ${res.code}: ${res.stderr.slice(-2000)}`);
             summary = /Dry run: [^\n]*/.exec(res.stdout)?.[0] ?? "";
             runs.push(res);
@@ -99,7 +135,7 @@ export async function run(args) {
       ];
     });
     const text = [
-      `Dry runs (\`--dry-run\`: listing + planning + the preview table; no server contacted) against the lean fake Zotero (bench/lib/zotero-lite.mjs), every item a parent with one stored PDF (2 Zotero objects, 100 per page). Time = spawn to exit of the importer (includes Node start-up), median of ${repeats} runs; peak RSS = VmHWM, median. Journals are synthetic, in the real format, for the same scope; no sync record, so the whole library is listed each time.`,
+      `Dry runs (\`--dry-run\`: listing + planning + the preview table; no server contacted) against the fake Zotero (fixtures/fake-zotero.ts), every item a parent with one stored PDF (2 Zotero objects, 100 per page). Time = spawn to exit of the importer (includes Node start-up), median of ${repeats} runs; peak RSS = VmHWM, median. Journals are synthetic, in the real format, for the same scope; no sync record, so the whole library is listed each time.`,
       "",
       table(["library / journal", "exit", "listing requests", "wall s (median)", "all runs s", "µs per item", "peak RSS MiB (median)", "dry-run verdict"], rows),
       "",
@@ -107,8 +143,32 @@ export async function run(args) {
       "",
       table(["journal", `µs per item ${lo}→${hi}`, `slope ${lo}→${sizes[1]} µs/item`, `slope ${sizes[1]}→${hi} µs/item`, "high ÷ low", `RSS KiB per extra item ${lo}→${hi}`], growth),
     ].join("\n");
-    report({ title: "import-from-zotero: scale, 1 000 → 20 000 items (dry run)", command: `npm run bench -- scale ${args.join(" ")}`.trim(), m, text });
+    const imports = importSizes.length > 0 ? await fullImports(work, importSizes, importBytes) : [];
+    const all = imports.length > 0 ? `${text}\n\n${importTable(imports, importBytes)}` : text;
+    report({ name: "scale", title: "import-from-zotero: scale, 1 000 → 20 000 items (dry run and full import)", command: `npm run bench -- scale ${args.join(" ")}`.trim(), m, text: all, data: { dryRuns: rows, growth, imports, pdfBytes: importBytes } });
   } finally {
     rmrf(work);
   }
+}
+
+function importTable(imports, pdfBytes) {
+  const rows = imports.map((x, i) => {
+    const prev = imports[i - 1];
+    const dRss = prev ? ((x.peakRssMiB - prev.peakRssMiB) * 1024) / (x.items - prev.items) : NaN;
+    return [
+      x.items.toLocaleString("en"),
+      `${x.onServer}/${x.items} (exit ${x.exit})`,
+      fmt(x.wallS, 1),
+      fmt((x.wallS / x.items) * 1000, 2),
+      fmt((x.cpuS / x.items) * 1000, 2),
+      fmt(x.peakRssMiB, 0),
+      prev ? fmt(dRss, 2) : "–",
+      x.listing,
+    ];
+  });
+  return [
+    `Full imports, ${pdfBytes} B PDFs (one file on disk served for every item), batch_size 8, refserver-lite \`--no-worker\`:`,
+    "",
+    table(["items", "on server", "wall s", "wall ms per item", "importer CPU ms per item", "peak RSS MiB", "RSS KiB per extra item", "listing requests"], rows),
+  ].join("\n");
 }

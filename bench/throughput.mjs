@@ -1,18 +1,32 @@
-// throughput: N items × SIZE through the fake Zotero Web API (test/helpers/fake-zotero.ts,
-// compiled to bench/out/helpers) and refserver-lite (real process, --no-worker), against the
-// ceiling measured in the same run: the same files uploaded to a fresh refserver-lite by a
-// bare undici.request + FormData/openAsBlob loop at the same concurrency (bench/lib/ceiling-upload.mjs).
-// Also reports the Zotero politeness counters of that run.
+// throughput: N items × SIZE through the fake Zotero Web API (fixtures/fake-zotero.ts, compiled
+// to bench/out/fixtures; files streamed from disk) and refserver-lite (real process, --no-worker),
+// side by side with the baselines of bench/lib/bare-loops.mjs in the same run:
+//   (a) bare upload loop from disk (hand-built Node-stream multipart body, undici.request),
+//   (b) bare download-then-upload loop (Zotero's bytes piped straight into the upload),
+//   (b+m) (b) plus the metadata call the importer sends per paper.
+// Every client runs as its own process against a fresh server; the order of the clients rotates
+// per repeat. Client CPU = process.cpuUsage() of the client process at its exit; server CPU from
+// /proc/PID/stat; the fake Zotero runs in the benchmark process. Median of the repeats.
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { ADMIN, ROOT, machineBusySeconds, cpuSeconds, pollPeakRss, argValue, fmt, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
+import { FakeZotero, diskLibrary, writePdfFile } from "./lib/library.mjs";
 
-const { makeLibrary, FakeZotero } = await import("./out/helpers/fake-zotero.js");
+const CLIENTS = ["importer", "b", "b+m", "a"];
+const LABEL = {
+  importer: "import-from-zotero",
+  a: "(a) bare upload loop from disk",
+  b: "(b) bare download→upload loop",
+  "b+m": "(b+m) (b) + metadata call",
+};
 
-function runCeiling(manifest, url, concurrency, admin) {
+function runBare(mode, manifest, url, concurrency, zoteroUrl, apiKey) {
   const t0 = performance.now();
-  const child = spawn(process.execPath, [join(ROOT, "bench", "lib", "ceiling-upload.mjs"), manifest, url, String(concurrency), admin.user, admin.password], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [join(ROOT, "bench", "lib", "bare-loops.mjs"), mode, manifest, url, String(concurrency), ADMIN.user, ADMIN.password, zoteroUrl, apiKey], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const poll = pollPeakRss(child.pid, 20);
   let out = "";
   let err = "";
@@ -22,178 +36,184 @@ function runCeiling(manifest, url, concurrency, admin) {
   return new Promise((resolve, reject) =>
     child.on("close", (code) => {
       clearTimeout(killer);
-      const { cpu } = poll.stop();
-      if (code !== 0) return reject(new Error(`ceiling exited ${code}: ${err}`));
-      resolve({ ...JSON.parse(out.trim().split("\n").pop()), wallMs: performance.now() - t0, cpuS: cpu });
+      const { peak } = poll.stop();
+      if (code !== 0) return reject(new Error(`bare loop ${mode} exited ${code}: ${err}`));
+      const r = JSON.parse(out.trim().split("\n").pop());
+      resolve({ ...r, wallMs: performance.now() - t0, cpuS: (r.cpuUserMs + r.cpuSystemMs) / 1000, peakRss: peak });
     }),
   );
 }
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 export async function run(args) {
   const items = Number(argValue(args, "--items", 500));
   const size = Number(argValue(args, "--size", 1024 * 1024));
   const concurrencies = String(argValue(args, "--concurrency", "4,8")).split(",").map(Number);
-  const repeats = Number(argValue(args, "--repeats", 1));
+  const repeats = Number(argValue(args, "--repeats", 3));
+  const clients = String(argValue(args, "--clients", CLIENTS.join(","))).split(",");
+  // "empty": items without journal, DOI or abstract, so the importer has no metadata call to make
+  // (like the bare loops (a) and (b)); "full": items with both, the importer makes the call ((b+m)).
+  const metadata = String(argValue(args, "--metadata", "empty"));
   const m = machine();
   const work = tempDir("throughput");
   try {
-    const tGen = performance.now();
-    const lib = makeLibrary({ items, padToBytes: size, seed: 11 });
-    const genMs = performance.now() - tGen;
-    const pairs = lib.pdfPairs();
+    // One PDF file per item on disk (distinct bytes, so the server never sees two alike).
     const filesDir = join(work, "files");
     mkdirSync(filesDir, { recursive: true });
-    const manifest = pairs.map((p, i) => {
-      const path = join(filesDir, `${p.attachment.key}.pdf`);
-      writeFileSync(path, p.body);
-      return { path, key: p.parent.key, libraryId: String(lib.libraryId), title: String(p.parent.data.title), filename: String(p.attachment.data.filename ?? `f${i}.pdf`) };
-    });
+    const tGen = performance.now();
+    const pdfs = [];
+    for (let i = 0; i < items; i++) pdfs.push(await writePdfFile(join(filesDir, `p${i}.pdf`), size, `Throughput paper ${i + 1}`));
+    const { lib, parents } = diskLibrary({ items, file: (i) => pdfs[i], seed: 11, metadata });
+    const manifest = parents.map((p, i) => ({
+      path: pdfs[i].path,
+      size: pdfs[i].size,
+      key: p.key,
+      attKey: p.att,
+      libraryId: String(lib.libraryId),
+      title: p.title,
+      filename: `paper-${i + 1}.pdf`,
+    }));
     const manifestPath = join(work, "manifest.json");
     writeFileSync(manifestPath, JSON.stringify(manifest));
-    const totalBytes = pairs.reduce((s, p) => s + p.body.length, 0);
-    console.error(`throughput: ${items} items × ${size} B generated in ${fmt(genMs / 1000, 1)} s`);
+    console.error(`throughput: ${items} items × ${size} B written in ${fmt((performance.now() - tGen) / 1000, 1)} s`);
 
-    const rows = [];
-    const polite = [];
-    const cpuRows = [];
-    const summary = new Map(); // c -> [{ imp, ceil }]
-    for (const c of concurrencies) for (let r = 0; r < repeats; r++) {
-      const run = repeats > 1 ? `, run ${r + 1}` : "";
-      // Ceiling: fresh server, bare loop.
-      const sA = await startRefServer({ dataDir: join(work, `srv-ceiling-${c}-${r}`) });
-      let ceiling;
-      let ceilServerCpu = NaN;
-      let ceilOther = NaN;
-      try {
-        const before = cpuSeconds(sA.pid);
-        const mBefore = machineBusySeconds();
-        const benchBefore = process.cpuUsage();
-        ceiling = await runCeiling(manifestPath, sA.url, c, ADMIN);
-        ceilServerCpu = cpuSeconds(sA.pid) - before;
-        const u = process.cpuUsage(benchBefore);
-        ceilOther = machineBusySeconds() - mBefore - ceilServerCpu - ceiling.cpuS - (u.user + u.system) / 1e6;
-      } finally {
-        await sA.stop();
+    const runs = [];
+    for (const c of concurrencies) {
+      for (let r = 0; r < repeats; r++) {
+        const order = clients.map((_, i) => clients[(i + r) % clients.length]);
+        for (const client of order) {
+          const srv = await startRefServer({ dataDir: join(work, `srv-${client}-${c}-${r}`) });
+          const zot = new FakeZotero({ library: lib });
+          await zot.start();
+          const load1 = loadavg()[0];
+          let rec;
+          try {
+            const srvBefore = cpuSeconds(srv.pid);
+            const benchBefore = process.cpuUsage();
+            const busyBefore = machineBusySeconds();
+            let res;
+            let onServer;
+            if (client === "importer") {
+              const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: srv.url, importOptions: { batch_size: c } });
+              res = await runImporter(sb, ["--quiet"]);
+              if (res.code !== 0) console.error(`importer exit ${res.code}: ${res.stderr.slice(-3000)}`);
+              rmrf(sb.dir);
+            } else {
+              res = await runBare(client === "a" ? "upload" : client === "b" ? "transfer" : "transfer+meta", manifestPath, srv.url, c, zot.url, lib.apiKey);
+            }
+            const serverCpu = cpuSeconds(srv.pid) - srvBefore;
+            const u = process.cpuUsage(benchBefore);
+            const fakeCpu = (u.user + u.system) / 1e6;
+            const busy = machineBusySeconds() - busyBefore;
+            onServer = (await serverLinks(srv.url, lib.libraryId)).length;
+            const wall = res.wallMs / 1000;
+            rec = {
+              client,
+              concurrency: c,
+              repeat: r + 1,
+              onServer,
+              exit: res.code ?? 0,
+              wallS: wall,
+              itemsPerS: onServer / wall,
+              clientCpuS: res.cpuS,
+              clientCpuMsPerPaper: (res.cpuS / onServer) * 1000,
+              serverCpuMsPerPaper: (serverCpu / onServer) * 1000,
+              fakeZoteroCpuS: client === "a" ? null : fakeCpu,
+              otherCpuS: busy - serverCpu - res.cpuS - fakeCpu,
+              peakRssMiB: res.peakRss / 2 ** 20,
+              loadavg1Before: load1,
+              loadavg1After: loadavg()[0],
+            };
+          } finally {
+            await zot.close();
+            await srv.stop();
+          }
+          runs.push(rec);
+          console.error(
+            `c=${c} run ${r + 1} ${client}: ${rec.onServer}/${items} in ${fmt(rec.wallS, 2)} s = ${fmt(rec.itemsPerS, 1)} items/s, client ${fmt(rec.clientCpuMsPerPaper, 2)} ms/paper, server ${fmt(rec.serverCpuMsPerPaper, 2)} ms/paper, other CPU ${fmt(rec.otherCpuS, 1)} s, load ${fmt(rec.loadavg1Before, 2)}→${fmt(rec.loadavg1After, 2)}`,
+          );
+        }
       }
-      const ceilOk = ceiling.statuses["200"] ?? 0;
-
-      // Importer: fresh server, fresh fake Zotero, fresh sandbox.
-      const sB = await startRefServer({ dataDir: join(work, `srv-importer-${c}-${r}`) });
-      const zot = new FakeZotero({ library: lib });
-      await zot.start();
-      let firstFileAt = null;
-      const origPush = zot.log.push.bind(zot.log);
-      zot.log.push = (info) => {
-        if (firstFileAt === null && info.route === "item/file") firstFileAt = performance.now();
-        return origPush(info);
-      };
-      let res;
-      let onServer = 0;
-      let impServerCpu = NaN;
-      let impOther = NaN;
-      let fakeCpu = NaN;
-      try {
-        const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: sB.url, importOptions: { batch_size: c } });
-        const before = cpuSeconds(sB.pid);
-        const benchBefore = process.cpuUsage();
-        const mBefore = machineBusySeconds();
-        res = await runImporter(sb, ["--quiet"]);
-        const u = process.cpuUsage(benchBefore);
-        fakeCpu = (u.user + u.system) / 1e6;
-        impServerCpu = cpuSeconds(sB.pid) - before;
-        impOther = machineBusySeconds() - mBefore - impServerCpu - fakeCpu - res.cpuS;
-        onServer = (await serverLinks(sB.url, lib.libraryId)).length;
-        rmrf(sb.dir);
-      } finally {
-        await zot.close();
-        await sB.stop();
-      }
-      if (res.code !== 0) console.error(`importer exit ${res.code}: ${res.stderr.slice(-3000)}`);
-      const pipelineMs = firstFileAt !== null ? res.t0 + res.wallMs - firstFileAt : NaN;
-      const imp = { items: onServer, wall: res.wallMs / 1000, pipe: pipelineMs / 1000 };
-      const ceil = { items: ceilOk, wall: ceiling.wallMs / 1000, loop: ceiling.loopMs / 1000 };
-      const ratioWall = imp.items / imp.wall / (ceil.items / ceil.wall);
-      const ratioPipe = imp.items / imp.pipe / (ceil.items / ceil.loop);
-      if (!summary.has(c)) summary.set(c, []);
-      summary.get(c).push({ imp: imp.wall, ceil: ceil.wall, ok: imp.items === items && ceil.items === items, ratio: ratioWall });
-      rows.push([
-        `importer (batch_size ${c}${run})`,
-        `${onServer}/${items} (exit ${res.code})`,
-        fmt(imp.wall, 2),
-        fmt(imp.items / imp.wall, 1),
-        fmt(totalBytes / 2 ** 20 / imp.wall, 1),
-        `${fmt(imp.pipe, 2)} s → ${fmt(imp.items / imp.pipe, 1)} items/s`,
-        mb(res.peakRss, 0),
-        `**${fmt(ratioWall, 2)}** (phase: ${fmt(ratioPipe, 2)})`,
-      ]);
-      rows.push([
-        `ceiling: bare undici loop, ${c} at a time${run}`,
-        `${ceilOk}/${items}`,
-        fmt(ceil.wall, 2),
-        fmt(ceil.items / ceil.wall, 1),
-        fmt(totalBytes / 2 ** 20 / ceil.wall, 1),
-        `${fmt(ceil.loop, 2)} s → ${fmt(ceil.items / ceil.loop, 1)} items/s`,
-        "–",
-        "1.00",
-      ]);
-      const ncpu = Number(m.nproc) || 2;
-      console.error(`throughput c=${c}: importer ${fmt(imp.wall, 2)} s, ceiling ${fmt(ceil.wall, 2)} s, other CPU ${fmt(impOther, 1)}/${fmt(ceilOther, 1)} s`);
-      cpuRows.push([
-        `importer (batch_size ${c}${run})`,
-        fmt(res.cpuS, 2),
-        fmt(impServerCpu, 2),
-        fmt(fakeCpu, 2),
-        fmt(res.wallMs / 1000, 2),
-        `${fmt(((res.cpuS + impServerCpu + fakeCpu) / (ncpu * imp.wall)) * 100, 0)}%`,
-        fmt((res.cpuS / onServer) * 1000, 2),
-        fmt(impOther, 2),
-      ]);
-      cpuRows.push([
-        `ceiling (${c} at a time${run})`,
-        fmt(ceiling.cpuS, 2),
-        fmt(ceilServerCpu, 2),
-        "–",
-        fmt(ceil.wall, 2),
-        `${fmt(((ceiling.cpuS + ceilServerCpu) / (ncpu * ceil.wall)) * 100, 0)}%`,
-        fmt((ceiling.cpuS / ceilOk) * 1000, 2),
-        fmt(ceilOther, 2),
-      ]);
-      const listing = zot.listingRequestCount({ includeFaulted: true });
-      polite.push([
-        `${items} parents, 1 stored PDF each (batch_size ${c}${run})`,
-        items,
-        listing,
-        fmt((listing / items) * 100, 2),
-        zot.counters["item/file"],
-        zot.counters.storage,
-        zot.peakInFlight,
-        zot.peakStorageInFlight,
-      ]);
     }
-    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    const sumRows = [...summary].map(([c, ps]) => {
-      const bestImp = Math.min(...ps.map((p) => p.imp));
-      const bestCeil = Math.min(...ps.map((p) => p.ceil));
-      return [`batch_size ${c}`, ps.length, ps.map((p) => fmt(p.ratio, 2)).join(", "), fmt(median(ps.map((p) => p.ratio)), 2), `${fmt(bestImp, 2)} / ${fmt(bestCeil, 2)}`, `**${fmt(bestCeil / bestImp, 2)}**`];
+
+    // Ratios per pair: the importer against each baseline of the same repeat.
+    const pairs = [];
+    for (const c of concurrencies) {
+      for (let r = 1; r <= repeats; r++) {
+        const get = (client) => runs.find((x) => x.client === client && x.concurrency === c && x.repeat === r);
+        const imp = get("importer");
+        if (!imp) continue;
+        const pair = { concurrency: c, repeat: r };
+        for (const base of ["a", "b", "b+m"]) {
+          const b = get(base);
+          if (!b) continue;
+          pair[base] = { speed: imp.itemsPerS / b.itemsPerS, cpu: imp.clientCpuMsPerPaper / b.clientCpuMsPerPaper, serverCpu: imp.serverCpuMsPerPaper / b.serverCpuMsPerPaper };
+        }
+        pairs.push(pair);
+      }
+    }
+    const summary = [];
+    for (const c of concurrencies) {
+      for (const client of clients) {
+        const xs = runs.filter((x) => x.client === client && x.concurrency === c);
+        summary.push({
+          concurrency: c,
+          client,
+          runs: xs.length,
+          allOnServer: xs.every((x) => x.onServer === items),
+          itemsPerS: median(xs.map((x) => x.itemsPerS)),
+          clientCpuMsPerPaper: median(xs.map((x) => x.clientCpuMsPerPaper)),
+          serverCpuMsPerPaper: median(xs.map((x) => x.serverCpuMsPerPaper)),
+          peakRssMiB: median(xs.map((x) => x.peakRssMiB)),
+        });
+      }
+    }
+    const ratios = concurrencies.map((c) => {
+      const ps = pairs.filter((p) => p.concurrency === c);
+      const med = (base, k) => median(ps.filter((p) => p[base]).map((p) => p[base][k]));
+      return {
+        concurrency: c,
+        perPair: ps,
+        vsB: { speed: med("b", "speed"), cpu: med("b", "cpu"), serverCpu: med("b", "serverCpu") },
+        vsBM: { speed: med("b+m", "speed"), cpu: med("b+m", "cpu"), serverCpu: med("b+m", "serverCpu") },
+        vsA: { speed: med("a", "speed"), cpu: med("a", "cpu"), serverCpu: med("a", "serverCpu") },
+      };
     });
+
+    const sumRows = summary.map((s) => [
+      `${LABEL[s.client]}, batch ${s.concurrency}`,
+      `${s.runs}${s.allOnServer ? "" : " (not all on server!)"}`,
+      fmt(s.itemsPerS, 1),
+      fmt(s.clientCpuMsPerPaper, 2),
+      fmt(s.serverCpuMsPerPaper, 2),
+      fmt(s.peakRssMiB, 0),
+    ]);
+    const ratioRows = ratios.map((q) => [
+      `batch ${q.concurrency}`,
+      q.perPair.map((p) => (p.b ? fmt(p.b.speed, 2) : "–")).join(", "),
+      `**${fmt(q.vsB.speed, 2)}**`,
+      q.perPair.map((p) => (p.b ? fmt(p.b.cpu, 2) : "–")).join(", "),
+      `**${fmt(q.vsB.cpu, 2)}**`,
+      `${fmt(q.vsBM.speed, 2)} / ${fmt(q.vsBM.cpu, 2)}`,
+      `${fmt(q.vsA.speed, 2)} / ${fmt(q.vsA.cpu, 2)}`,
+    ]);
     const text = [
-      `${items} items × ${size} B (${mb(totalBytes, 0)} MiB) through the fake Zotero Web API (test/helpers/fake-zotero.ts, in the benchmark process, files in memory) and refserver-lite as a real process with \`--no-worker\` (this measures the transfer path; no PDF parsing), both on 127.0.0.1. Fresh server data directory and fresh importer state for every row. "wall" = spawn to exit of the process (importer: config, listing, login, downloads with MD5 + fsync to the cache, uploads, journal fsyncs; ceiling: login + uploads). "transfer phase" = importer: first \`/file\` request to exit; ceiling: the upload loop alone. Ratio = importer items/s ÷ ceiling items/s (target ≥ 0.8), on wall time, and in brackets on the transfer phase.`,
+      `${items} items × ${size} B, items ${metadata === "empty" ? "without journal, DOI or abstract (no metadata call)" : "with a journal and a DOI (the importer sends the metadata call)"}, fake Zotero (in the benchmark process, files streamed from disk) and refserver-lite`,
+      "`--no-worker` (a real process, fresh data directory per run), all on 127.0.0.1. items/s = papers on the server ÷ wall time",
+      "of the client process (spawn to exit). CPU = the client process's own user + system time. Medians of the repeats.",
       "",
-      table(["run", "on server", "wall s", "items/s", "MiB/s", "transfer phase", "peak RSS MiB", "ratio (target ≥ 0.8)"], rows),
+      table(["client", "runs", "items/s", "client CPU ms/paper", "server CPU ms/paper", "peak RSS MiB"], sumRows),
       "",
-      "Ratio per pair (each pair = one ceiling run, then one importer run), and best of the runs (the least disturbed by other load on the machine: best importer wall vs best ceiling wall):",
+      "Importer ÷ baseline, per pair (same repeat), and the median (targets vs (b): speed ≥ 0.9, CPU ≤ 1.3):",
       "",
-      table(["concurrency", "pairs", "ratio per pair", "median ratio", "best wall s, importer / ceiling", "best-of ratio (target ≥ 0.8)"], sumRows),
-      "",
-      `CPU time in the same runs (user + system, from /proc/PID/stat; the fake Zotero runs in the benchmark process; ${m.nproc} cores available):`,
-      "",
-      table(["run", "client CPU s", "server CPU s", "fake Zotero CPU s", "wall s", "CPU used of nproc × wall (ours)", "client CPU ms per item", "other processes' CPU s meanwhile (not ours)"], cpuRows),
-      "",
-      "Zotero politeness in the same runs (from the fake's counters; listing = requests to listing routes):",
-      "",
-      table(["library", "importable", "listing requests", "per 100 importable (target ≤ 3)", "/file requests", "storage downloads", "peak in flight, all (target ≤ 4)", "peak storage in flight"], polite),
+      table(["batch_size", "speed vs (b) per pair", "median", "CPU vs (b) per pair", "median", "vs (b+m): speed / CPU", "vs (a): speed / CPU"], ratioRows),
     ].join("\n");
-    report({ title: "import-from-zotero: throughput against the ceiling", command: `npm run bench -- throughput ${args.join(" ")}`.trim(), m, text });
+    report({ name: "throughput", title: "import-from-zotero: throughput against bare loops", command: `npm run bench -- throughput ${args.join(" ")}`.trim(), m, text, data: { items, size, metadata, summary, ratios, runs } });
   } finally {
     rmrf(work);
   }

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startServer } from "refserver-lite";
-import { importablePdfs, makeSampleLibrary, writeZoteroDataDir } from "../test/helpers/sample-library.js";
+import { importablePdfs, makeSampleLibrary, writeZoteroDataDir } from "./sample-library.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root, from scripts/ or from its compiled copy under .tmp/demo/scripts/. */

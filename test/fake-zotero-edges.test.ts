@@ -6,8 +6,8 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { request } from "undici";
-import { md5 } from "./helpers/pdf.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type ZoteroItem, type ZoteroRoute } from "./helpers/fake-zotero.js";
+import { md5 } from "../fixtures/pdf.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type ZoteroItem, type ZoteroRoute } from "../fixtures/fake-zotero.js";
 
 const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { checkPdf, makePdf, md5 } from "./helpers/pdf.js";
-import { FakeZotero, makeLibrary, ZOTERO_KEY_RE, type ZoteroItem, type ZoteroCollection } from "./helpers/fake-zotero.js";
+import { checkPdf, makePdf, md5 } from "../fixtures/pdf.js";
+import { FakeZotero, makeLibrary, ZOTERO_KEY_RE, type ZoteroItem, type ZoteroCollection } from "../fixtures/fake-zotero.js";
 import { FakeRefServer, loginToRefServer } from "./helpers/fake-refserver.js";
 
 const closers: Array<() => Promise<void>> = [];

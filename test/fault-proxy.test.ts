@@ -1,7 +1,7 @@
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { FaultProxy, LOCKED_BODY, type FaultChoice } from "./helpers/fault-proxy.js";
+import { FaultProxy, LOCKED_BODY, type FaultChoice } from "../fixtures/fault-proxy.js";
 
 /** A stand-in server: reads the whole body, "commits" it, answers 200 with the byte count. */
 class Upstream {

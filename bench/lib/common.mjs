@@ -2,10 +2,10 @@
 // sandboxes, peak-RSS polling, tables, and appending results to BENCHMARKS.md.
 // Everything binds to 127.0.0.1; every wait is bounded.
 import { spawn, execSync } from "node:child_process";
-import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, totalmem, cpus, loadavg } from "node:os";
 import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /** The binaries the benchmarks run: a private snapshot of the build (see snapshotBuild). */
@@ -55,6 +55,7 @@ export function snapshotBuild() {
   throw new Error("could not take a working snapshot of dist/ in 5 attempts");
 }
 export const BENCHMARKS_MD = join(ROOT, "BENCHMARKS.md");
+const CPU_AT_EXIT = pathToFileURL(join(ROOT, "bench", "lib", "cpu-at-exit.mjs")).href;
 export const ADMIN = { user: "bench", password: "bench-password-1" };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -177,14 +178,21 @@ export function table(headers, rows, align = headers.map((_, i) => (i === 0 ? "l
   return [head, sep, ...body].join("\n");
 }
 
-/** Print a section and append it to BENCHMARKS.md under "## import-from-zotero" style headings. */
-export function report({ title, command, m, text }) {
+export const RESULTS_DIR = join(ROOT, "bench", "results");
+
+/**
+ * Print a section, and keep the run as JSON under bench/results/ (the raw runs BENCHMARKS.md
+ * cites): name-YYYYMMDDTHHMMSSZ.json with the command, code, machine, load at start and end, the
+ * markdown table and the structured `data`. BENCH_NO_WRITE=1 only prints.
+ */
+export function report({ name, title, command, m, text, data = null }) {
+  const loadEnd = loadavg().map((x) => x.toFixed(2)).join(" ");
   const block = [
     `### ${title} (${m.date})`,
     "",
     `Command: \`${command}\``,
     `Code: ${BINS.source}`,
-    `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem} (free: ${m.memLine}), Node ${m.node}, ${m.platform}; load average ${m.load} at the start, ${loadavg().map((x) => x.toFixed(2)).join(" ")} at the end (the machine is shared: other sessions' builds and tests may run meanwhile)`,
+    `Machine: ${m.nproc} cores (${m.cpu}), memory ${m.mem}, Node ${m.node}, ${m.platform}; load average ${m.load} at the start, ${loadEnd} at the end`,
     "",
     text.trim(),
     "",
@@ -192,7 +200,11 @@ export function report({ title, command, m, text }) {
   ].join("\n");
   process.stdout.write(`\n${block}`);
   if (process.env.BENCH_NO_WRITE === "1") return;
-  appendFileSync(BENCHMARKS_MD, `\n${block}`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  const file = join(RESULTS_DIR, `${name ?? title.replace(/[^a-z0-9]+/gi, "-").toLowerCase()}-${stamp}.json`);
+  writeFileSync(file, JSON.stringify({ name, title, command, code: BINS.source, machine: { ...m, loadEnd }, text, data }, null, 2) + "\n");
+  console.error(`result kept in ${file.slice(ROOT.length + 1)}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -307,9 +319,11 @@ export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 
   const t0 = performance.now();
   // BENCH_IMPORTER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to the importer's node only.
   const nodeArgs = (process.env.BENCH_IMPORTER_NODE_ARGS ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, BINS.importer, "--config", sandbox.configPath, ...args], {
+  // The importer's own CPU time, exact, written at its exit by a preloaded module.
+  const cpuFile = join(sandbox.dir, `cpu-${Date.now()}-${Math.random().toString(16).slice(2)}.json`);
+  const child = spawn(process.execPath, ["--import", CPU_AT_EXIT, ...nodeArgs, BINS.importer, "--config", sandbox.configPath, ...args], {
     cwd: sandbox.dir,
-    env: sandbox.env,
+    env: { ...sandbox.env, BENCH_CPU_FILE: cpuFile },
     stdio: ["ignore", "pipe", "pipe"],
   });
   onSpawn?.(child, t0);
@@ -334,7 +348,13 @@ export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 
         rejectRun(new Error(`the importer did not start (broken build?), stopping: ${stderr.slice(-1500)}`));
         return;
       }
-      resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, cpuS: cpu, stdout, stderr, pid: child.pid, t0 });
+      let cpuS = cpu;
+      if (existsSync(cpuFile)) {
+        const exact = JSON.parse(readFileSync(cpuFile, "utf8"));
+        cpuS = (exact.cpuUserMs + exact.cpuSystemMs) / 1000;
+        rmSync(cpuFile, { force: true });
+      }
+      resolveRun({ code, signal, timedOut, wallMs: performance.now() - t0, peakRss: peak, rssSamples: samples, cpuS, stdout, stderr, pid: child.pid, t0 });
     });
   });
 }

@@ -12,8 +12,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { makeSamplePdf } from "../dist/index.js";
-import { makeInflatingPdf } from "../dist/testing/pdf-writer.js";
+import { makeSamplePdf } from "../../bench/out/fixtures/pdf.js";
+import { makeInflatingPdf } from "../../bench/out/fixtures/pdf.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const BIN = join(here, "..", "bin", "refserver-lite.js");

@@ -13,7 +13,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
-import { makeSamplePdf } from "../dist/index.js";
+import { makeSamplePdf } from "../../bench/out/fixtures/pdf.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const BIN = join(here, "..", "bin", "refserver-lite.js");

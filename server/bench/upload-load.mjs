@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { makeSamplePdf } from "../dist/index.js";
+import { makeSamplePdf } from "../../bench/out/fixtures/pdf.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const BIN = join(here, "..", "bin", "refserver-lite.js");

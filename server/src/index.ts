@@ -1,4 +1,3 @@
 export { buildApp, DEFAULT_MAX_UPLOAD_BYTES, DB_FILENAME, type AppOptions } from "./app.js";
 export { startServer, type StartServerOptions, type RunningServer } from "./server.js";
-export { makeTestPdf, makeSamplePdf, type TestPdfOptions } from "./testing/pdf-writer.js";
 export { VERSION } from "./version.js";

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { makeInflatingPdf } from "../src/testing/pdf-writer.js";
+import { makeInflatingPdf } from "./helpers/pdf.js";
 import { multipart, removeTempDirs, tempDataDir, uploadParts } from "./helpers/app.js";
 import { makeSamplePdf } from "./helpers/pdf.js";
 import { runCli, spawnServer, type ServerProcess } from "./helpers/process.js";

@@ -5,7 +5,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { deflateRepeated, makeInflatingPdf, makeSamplePdf, makeTestPdf } from "../src/testing/pdf-writer.js";
+import { deflateRepeated, makeInflatingPdf, makeSamplePdf, makeTestPdf } from "./helpers/pdf.js";
 import { ExtractionStopped, PdfExtractor, PdfLimitError } from "../src/worker/extractor.js";
 import { DEFAULT_PDF_LIMITS, formatBytes, resolvePdfLimits, type PdfLimits } from "../src/worker/limits.js";
 import { cutUtf8, decodeGuardInstalled, extractPages, guardWorkerSource } from "../src/worker/pdf.js";

@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { openAsBlob } from "node:fs";
-import { FormData, request, type Dispatcher } from "undici";
+import { request, type Dispatcher } from "undici";
 import { ImportError } from "../errors.js";
 import type { PaperMetadata } from "../plan/metadata.js";
 import { USER_AGENT } from "../http/agent.js";
@@ -10,6 +9,7 @@ import { withRetry, type RetryPolicy } from "../retry/policy.js";
 import type { Sleep } from "../util/time.js";
 import type { AnswerKind, Pacer } from "../retry/pacer.js";
 import { registerSecret } from "../util/redact.js";
+import { multipartBody, type MultipartBody } from "./multipart.js";
 
 export interface RefServerOptions {
   baseUrl: string;
@@ -61,6 +61,10 @@ export interface KnownLink {
  * 405, a known route with a missing document 404 "Document not found").
  */
 export type OptionalCallOutcome = { kind: "ok"; jobId?: string | null } | { kind: "missing-doc" } | { kind: "unsupported"; status: number };
+
+function multipartHeaders(m: MultipartBody): Record<string, string> {
+  return { "content-type": m.contentType, "content-length": String(m.length) };
+}
 
 /** A filename the server accepts: no path, ends in .pdf. */
 export function uploadFilename(name: string | null, fallbackKey: string): string {
@@ -195,34 +199,37 @@ export class RefServerClient {
     );
   }
 
+  /** The multipart fields of upload_with_metadata, in the order sent (metadata before the file). */
+  private uploadFields(meta: UploadMetadata): [string, string][] {
+    const fields: [string, string][] = [["title", meta.title], ["authors", JSON.stringify(meta.authors)]];
+    if (meta.year !== null) fields.push(["year", String(meta.year)]);
+    fields.push(
+      ["zotero_key", meta.zoteroKey],
+      ["zotero_library_id", meta.libraryId],
+      ["zotero_version", String(meta.version)],
+      ["collection_keys", JSON.stringify(meta.collectionKeys)],
+      ["tags", JSON.stringify(meta.tags)],
+    );
+    return fields;
+  }
+
   private async uploadOnce(meta: UploadMetadata, filePath: string, filename: string, token: string, signal?: AbortSignal): Promise<UploadVerdict> {
-    const form = new FormData();
-    // Metadata first, the file last: the server can reject before reading megabytes.
-    form.append("title", meta.title);
-    form.append("authors", JSON.stringify(meta.authors));
-    if (meta.year !== null) form.append("year", String(meta.year));
-    form.append("zotero_key", meta.zoteroKey);
-    form.append("zotero_library_id", meta.libraryId);
-    form.append("zotero_version", String(meta.version));
-    form.append("collection_keys", JSON.stringify(meta.collectionKeys));
-    form.append("tags", JSON.stringify(meta.tags));
-    let blob: Blob;
-    try {
-      blob = await openAsBlob(filePath, { type: "application/pdf" });
-    } catch (error) {
-      throw new ImportError("FILE_IO", `cannot read ${filePath} (${(error as NodeJS.ErrnoException).code}): the download cache changed under us`, { retriable: true });
-    }
-    form.append("file", blob, filename);
+    const multipart = await multipartBody(this.uploadFields(meta), { name: "file", path: filePath, filename, contentType: "application/pdf" });
+    return this.sendUpload(meta, multipart, token, signal);
+  }
+
+  private async sendUpload(meta: UploadMetadata, multipart: MultipartBody, token: string, signal?: AbortSignal): Promise<UploadVerdict> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(this.url("/api/v1/papers/upload_with_metadata"), {
         method: "POST",
         dispatcher: this.options.dispatcher,
-        headers: { authorization: `Bearer ${token}`, "user-agent": USER_AGENT },
-        body: form,
+        headers: { authorization: `Bearer ${token}`, "user-agent": USER_AGENT, ...multipartHeaders(multipart) },
+        body: multipart.body,
         ...(signal ? { signal } : {}),
       });
     } catch (error) {
+      multipart.dispose();
       throw classifyNetworkError(error, `upload of ${meta.zoteroKey}`);
     }
     let text: string;
@@ -230,6 +237,10 @@ export class RefServerClient {
       text = await res.body.text();
     } catch (error) {
       throw classifyNetworkError(error, `upload of ${meta.zoteroKey}`);
+    } finally {
+      // Once the answer is read the request is over; an early answer (a 4xx before the file
+      // was read) leaves the file open until here.
+      multipart.dispose();
     }
     return classifyRefServerAnswer(res.statusCode, text, firstHeader(res.headers["retry-after"]));
   }
@@ -277,7 +288,7 @@ export class RefServerClient {
     );
   }
 
-  private async send(method: "POST" | "PUT" | "DELETE", path: string, token: string, what: string, body: { form?: URLSearchParams; multipart?: FormData }, signal?: AbortSignal): Promise<{ status: number; text: string; retryAfter: string | null }> {
+  private async send(method: "POST" | "PUT" | "DELETE", path: string, token: string, what: string, body: { form?: URLSearchParams; multipart?: MultipartBody }, signal?: AbortSignal): Promise<{ status: number; text: string; retryAfter: string | null }> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(this.url(path), {
@@ -287,11 +298,13 @@ export class RefServerClient {
           authorization: `Bearer ${token}`,
           "user-agent": USER_AGENT,
           ...(body.form ? { "content-type": "application/x-www-form-urlencoded" } : {}),
+          ...(body.multipart ? multipartHeaders(body.multipart) : {}),
         },
-        ...(body.form ? { body: body.form.toString() } : body.multipart ? { body: body.multipart } : {}),
+        ...(body.form ? { body: body.form.toString() } : body.multipart ? { body: body.multipart.body } : {}),
         ...(signal ? { signal } : {}),
       });
     } catch (error) {
+      body.multipart?.dispose();
       throw classifyNetworkError(error, what);
     }
     let text: string;
@@ -299,8 +312,21 @@ export class RefServerClient {
       text = await res.body.text();
     } catch (error) {
       throw classifyNetworkError(error, what);
+    } finally {
+      body.multipart?.dispose();
     }
     return { status: res.statusCode, text, retryAfter: firstHeader(res.headers["retry-after"]) };
+  }
+
+  /**
+   * Whether a fresh upload_with_metadata already told the server all `meta` says, so the
+   * metadata call after it would change nothing: refserver-lite (it lists its links) stores the
+   * upload's title, authors (the same JSON array), year, Zotero version, tags and collections,
+   * and the paper has no journal, DOI or abstract. The original RefServerLite always gets the
+   * call (it takes authors in its own format there).
+   */
+  uploadCarriesAll(meta: UploadMetadata): boolean {
+    return this.listsLinks && !meta.journal && !meta.doi && !meta.abstract;
   }
 
   /**
@@ -332,16 +358,8 @@ export class RefServerClient {
     return this.call(
       what,
       async (token) => {
-        const form = new FormData();
-        form.append("zotero_version", String(meta.version));
-        let blob: Blob;
-        try {
-          blob = await openAsBlob(filePath, { type: "application/pdf" });
-        } catch (error) {
-          throw new ImportError("FILE_IO", `cannot read ${filePath} (${(error as NodeJS.ErrnoException).code}): the download cache changed under us`, { retriable: true });
-        }
-        form.append("file", blob, filename);
-        return this.send("PUT", `/api/v1/document/${encodeURIComponent(docId)}/pdf`, token, what, { multipart: form }, signal);
+        const multipart = await multipartBody([["zotero_version", String(meta.version)]], { name: "file", path: filePath, filename, contentType: "application/pdf" });
+        return this.send("PUT", `/api/v1/document/${encodeURIComponent(docId)}/pdf`, token, what, { multipart }, signal);
       },
       signal,
       onRetry,

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync, mkdirSync, openSync, closeSync, renameSync, rmSync, statSync, readSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { open, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -30,6 +30,9 @@ export interface Downloaded {
   fromCache: boolean;
 }
 
+/** The cache file's write buffer: the download's 16–64 KiB chunks go out in fewer, larger writes. */
+const WRITE_CHUNK = 1024 * 1024;
+
 export function cachePathFor(cacheDir: string, attachment: Attachment): string {
   return join(cacheDir, `${attachment.key}.pdf`);
 }
@@ -49,16 +52,8 @@ export async function md5File(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-function looksLikePdf(path: string): boolean {
-  const fd = openSync(path, "r");
-  try {
-    const head = Buffer.alloc(1024);
-    const n = readSync(fd, head, 0, head.length, 0);
-    return head.subarray(0, n).includes("%PDF-");
-  } finally {
-    closeSync(fd);
-  }
-}
+/** Cache directories already made in this process (one mkdir per run, not per paper). */
+const madeDirs = new Set<string>();
 
 /**
  * Stream an attachment to `<cache>/<key>.pdf.partial`, verify its MD5 against Zotero's,
@@ -66,7 +61,10 @@ function looksLikePdf(path: string): boolean {
  */
 export async function downloadAttachment(options: DownloadOptions): Promise<Downloaded> {
   const { attachment, cacheDir } = options;
-  mkdirSync(cacheDir, { recursive: true });
+  if (!madeDirs.has(cacheDir)) {
+    mkdirSync(cacheDir, { recursive: true });
+    madeDirs.add(cacheDir);
+  }
   const finalPath = cachePathFor(cacheDir, attachment);
 
   if (options.useCache && existsSync(finalPath)) {
@@ -83,16 +81,19 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
       const file = await options.source.openFile(attachment, options.signal);
       const hash = createHash("md5");
       let size = 0;
+      // The first KiB, kept to check for the PDF header without reading the file again.
+      const head: Buffer[] = [];
       const meter = new Transform({
         transform(chunk: Buffer, _enc, done) {
           hash.update(chunk);
+          if (size < 1024) head.push(chunk.subarray(0, 1024 - size));
           size += chunk.length;
           options.onBytes?.(chunk.length);
           done(null, chunk);
         },
       });
       try {
-        await pipeline(file.body, meter, createWriteStream(partial, { mode: 0o600 }), options.signal ? { signal: options.signal } : {});
+        await pipeline(file.body, meter, createWriteStream(partial, { mode: 0o600, highWaterMark: WRITE_CHUNK }), options.signal ? { signal: options.signal } : {});
       } catch (error) {
         rmSync(partial, { force: true });
         if (options.signal?.aborted) throw new ImportError("INTERRUPTED", "download interrupted", { cause: error });
@@ -113,7 +114,7 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
         rmSync(partial, { force: true });
         throw new ImportError("DOWNLOAD_MD5_MISMATCH", `downloaded file of ${attachment.key} has MD5 ${md5}, Zotero says ${attachment.md5}`, { retriable: true });
       }
-      return { md5, size };
+      return { md5, size, pdf: Buffer.concat(head).includes("%PDF-") };
     },
     options.retry,
     { sleep: options.sleep, signal: options.signal, stop: options.stop, ...(options.onRetry ? { onRetry: options.onRetry } : {}) },
@@ -122,10 +123,10 @@ export async function downloadAttachment(options: DownloadOptions): Promise<Down
   // Without an MD5 to check a cached file against on reuse, make it durable before the
   // rename; with one, a file torn by a crash is caught (and fetched again) on reuse.
   if (!attachment.md5) await fsyncFile(partial);
-  if (!looksLikePdf(partial)) {
+  if (!result.pdf) {
     rmSync(partial, { force: true });
     throw new ImportError("ZOTERO_BAD_DATA", `the stored file of ${attachment.key} is not a PDF (no %PDF- header)`);
   }
-  renameSync(partial, finalPath);
+  await rename(partial, finalPath);
   return { path: finalPath, size: result.size, md5: result.md5, fromCache: false };
 }

@@ -1,5 +1,5 @@
 import { setMaxListeners } from "node:events";
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import pLimit from "p-limit";
 import { ImportError, messageOf } from "../errors.js";
 import { codePolicy, stopsRun } from "../failure/policy.js";
@@ -81,14 +81,18 @@ export interface MetadataSent {
 }
 
 /**
- * Send a paper's metadata after its upload. A server without the endpoint (or a paper the
+ * Send a paper's metadata after its upload (not after a fresh upload to a server that took it
+ * all with the upload: RefServerClient.uploadCarriesAll). A server without the endpoint (or a paper the
  * server answered without a doc_id) gets the digest recorded all the same, so it is not asked
  * again every run; a failure after the retries leaves the paper done with "metadata pending".
  * Never throws: after a stop, or a failure of any kind, the paper is "metadata pending".
  */
-export async function sendMetadata(o: Pick<PipelineOptions, "client" | "emit">, c: Pick<Candidate, "item">, docId: string | null, meta: UploadMetadata, signal: AbortSignal, onRetry: (info: { error: ImportError; attempt: number; delayMs: number }) => void): Promise<MetadataSent> {
+export async function sendMetadata(o: Pick<PipelineOptions, "client" | "emit">, c: Pick<Candidate, "item">, docId: string | null, meta: UploadMetadata, signal: AbortSignal, onRetry: (info: { error: ImportError; attempt: number; delayMs: number }) => void, freshUpload = false): Promise<MetadataSent> {
   const digest = metadataDigest(meta);
   if (docId === null) return { meta: digest, metaPending: false };
+  // The upload that just created the paper carried everything: no call (one request and one
+  // server write less per paper).
+  if (freshUpload && o.client.uploadCarriesAll(meta)) return { meta: digest, metaPending: false };
   try {
     const outcome = await o.client.updateMetadata(docId, meta, signal, ({ error, attempt, delayMs }) => onRetry({ error, attempt, delayMs }));
     if (outcome.kind === "missing-doc") return { metaPending: true, missingDoc: true };
@@ -209,9 +213,9 @@ export async function runPipeline(o: PipelineOptions): Promise<PipelineResult> {
         const via = outcome.kind === "imported" ? "uploaded" : "already";
         // The fields the upload has no room for (journal, DOI, abstract) go through the
         // metadata endpoint. Its failure never loses the paper: "metadata pending", sent next run.
-        const sent = await sendMetadata(o, c, outcome.docId, meta, hard, onRetry("metadata"));
+        const sent = await sendMetadata(o, c, outcome.docId, meta, hard, onRetry("metadata"), outcome.kind === "imported");
         await record(c, att, { status: "done", via, docId: outcome.docId, bytes: file.size, md5: file.md5, ...(sent.meta ? { meta: sent.meta } : {}), ...(sent.metaPending ? { metaPending: true } : {}) });
-        await rm(file.path, { force: true });
+        await unlink(file.path).catch(() => undefined);
         o.emit({ type: "item-done", key: c.item.key, title, outcome: outcome.kind, docId: outcome.docId, bytes: file.size });
         return { candidate: c, outcome: outcome.kind, docId: outcome.docId, bytes: file.size, ...(sent.metaPending ? { metaPending: true } : {}) };
       }

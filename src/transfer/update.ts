@@ -1,4 +1,4 @@
-import { rm } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import pLimit from "p-limit";
 import { ImportError, messageOf } from "../errors.js";
 import { stopsRun } from "../failure/policy.js";
@@ -71,7 +71,7 @@ export async function runUpdates(o: UpdateOptions): Promise<UpdateResult> {
         const file = await downloadAttachment({ source: o.source, attachment: att, cacheDir: o.cacheDir, useCache: o.useCache, retry: o.retry, sleep: o.sleep, signal: o.hardStop, stop: o.stop, onRetry: onRetry("download") });
         if (o.stop.aborted) throw new ImportError("INTERRUPTED", "stopped before the replacement");
         const put = await o.client.replacePdf(u.docId, u.meta, file.path, uploadFilename(att.filename ?? att.title, att.key), o.hardStop, onRetry("PDF replacement"));
-        await rm(file.path, { force: true });
+        await unlink(file.path).catch(() => undefined);
         if (put.kind === "missing-doc") {
           result.lost.push(u.item.key);
           return;

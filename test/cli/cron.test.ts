@@ -8,7 +8,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli, runCliProcess, type Sandbox } from "../helpers/cli.js";
-import { closedPort } from "../helpers/util.js";
+import { closedPort } from "../../fixtures/util.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;

@@ -12,7 +12,7 @@ import stringWidth from "string-width";
 import { afterEach, describe, expect, it } from "vitest";
 import { formatBytes } from "../../src/progress/format.js";
 import { makeSandbox, runCli, type CliResult } from "../helpers/cli.js";
-import { FakeZotero, makeLibrary, type FakeLibrary } from "../helpers/fake-zotero.js";
+import { FakeZotero, makeLibrary, type FakeLibrary } from "../../fixtures/fake-zotero.js";
 import { startRefServer } from "../helpers/refserver-process.js";
 import { API_KEY, makeWorld, type World } from "../helpers/world.js";
 

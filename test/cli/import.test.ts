@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli } from "../helpers/cli.js";
-import { md5 } from "../helpers/pdf.js";
+import { md5 } from "../../fixtures/pdf.js";
 import { API_KEY, PASSWORD, makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;

@@ -2,7 +2,7 @@ import { appendFileSync, readdirSync, readFileSync, writeFileSync } from "node:f
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, startCli, waitFor } from "../helpers/cli.js";
-import { closedPort } from "../helpers/util.js";
+import { closedPort } from "../../fixtures/util.js";
 import { makeWorld, type World } from "../helpers/world.js";
 
 let world: World | undefined;

@@ -23,9 +23,9 @@
 import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, type CliResult, type Sandbox, type SandboxOptions } from "../helpers/cli.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroCreator } from "../helpers/fake-zotero.js";
-import { FaultProxy } from "../helpers/fault-proxy.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroCreator } from "../../fixtures/fake-zotero.js";
+import { FaultProxy } from "../../fixtures/fault-proxy.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 import { startRefServer, type RefServerProcess } from "../helpers/refserver-process.js";
 import { API_KEY, makeWorld, type World, type WorldOptions } from "../helpers/world.js";
 

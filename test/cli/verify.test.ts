@@ -6,8 +6,8 @@
 import { rmSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, runCli } from "../helpers/cli.js";
-import { FakeZotero, makeLibrary } from "../helpers/fake-zotero.js";
-import { makePdf } from "../helpers/pdf.js";
+import { FakeZotero, makeLibrary } from "../../fixtures/fake-zotero.js";
+import { makePdf } from "../../fixtures/pdf.js";
 import { startRefServer, type RefServerProcess } from "../helpers/refserver-process.js";
 import { API_KEY, makeWorld, type World } from "../helpers/world.js";
 

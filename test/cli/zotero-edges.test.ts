@@ -1,6 +1,6 @@
 /**
  * Zotero's edges, end to end: the real `import-from-zotero` process against the fake Zotero
- * (test/helpers/fake-zotero.ts) and the fake RefServer on 127.0.0.1.
+ * (fixtures/fake-zotero.ts) and the fake RefServer on 127.0.0.1.
  *
  * 1. which attachment is uploaded (never-synced, WebDAV, links.attachment, a 404 → the next PDF);
  * 2. the storage host's answers are never Zotero's verdict (403/404/500/reset/short body → retry
@@ -20,8 +20,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ZoteroWebApi } from "../../src/zotero/web-api.js";
 import type { Attachment } from "../../src/zotero/types.js";
 import { runCli, waitFor } from "../helpers/cli.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroRequestInfo } from "../helpers/fake-zotero.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroRequestInfo } from "../../fixtures/fake-zotero.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 import { API_KEY, makeWorld, type World, type WorldOptions } from "../helpers/world.js";
 
 let world: World | undefined;

@@ -16,8 +16,8 @@ import { realSleep } from "../../src/util/time.js";
 import { makeSource, type ConfiguredSource } from "../../src/zotero/factory.js";
 import type { Attachment, Item } from "../../src/zotero/types.js";
 import { FakeLocalApi } from "../helpers/fake-local-api.js";
-import { FakeZotero, type ZoteroCollection, type ZoteroItem, type ZoteroLibraryData } from "../helpers/fake-zotero.js";
-import { expectedItems, fileMd5s, makeSampleLibrary, toZoteroJson, writeZoteroDataDir, type DataDirLayout, type SampleLibrary } from "../helpers/sample-library.js";
+import { FakeZotero, type ZoteroCollection, type ZoteroItem, type ZoteroLibraryData } from "../../fixtures/fake-zotero.js";
+import { expectedItems, fileMd5s, makeSampleLibrary, toZoteroJson, writeZoteroDataDir, type DataDirLayout, type SampleLibrary } from "../../scripts/sample-library.js";
 
 const API_KEY = "zk-CONTRACT-0123456789";
 const REFSERVER = { api_url: "http://127.0.0.1:9", username: "admin", password: "unused-pw" };

@@ -14,9 +14,9 @@ import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, startCli, type CliResult, type Sandbox } from "../helpers/cli.js";
-import { FaultProxy } from "../helpers/fault-proxy.js";
-import { FakeZotero, makeLibrary, makeRng, type FakeLibrary } from "../helpers/fake-zotero.js";
-import { md5 } from "../helpers/pdf.js";
+import { FaultProxy } from "../../fixtures/fault-proxy.js";
+import { FakeZotero, makeLibrary, makeRng, type FakeLibrary } from "../../fixtures/fake-zotero.js";
+import { md5 } from "../../fixtures/pdf.js";
 import { RefServerProcess } from "../helpers/refserver-process.js";
 
 const SEED = Number(process.env.E2E_SEED ?? 20_250_611);

@@ -6,9 +6,9 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, waitFor } from "../helpers/cli.js";
-import { FaultProxy } from "../helpers/fault-proxy.js";
-import { FakeZotero, makeLibrary } from "../helpers/fake-zotero.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { FaultProxy } from "../../fixtures/fault-proxy.js";
+import { FakeZotero, makeLibrary } from "../../fixtures/fake-zotero.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 import { RefServerProcess } from "../helpers/refserver-process.js";
 
 const API_KEY = "zk-SEED-SECRET-0123456789";

@@ -7,7 +7,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { pathToFileURL } from "node:url";
-import type { ZoteroJsonCollection, ZoteroJsonItem } from "./sample-library.js";
+import type { ZoteroJsonCollection, ZoteroJsonItem } from "../../scripts/sample-library.js";
 
 export interface FakeLocalApiData {
   libraryVersion: number;

@@ -17,9 +17,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { createHmac, randomUUID } from "node:crypto";
-import { md5 } from "./pdf.js";
+import { md5 } from "../../fixtures/pdf.js";
 import { boundaryOf, MultipartError, parseMultipart, type MultipartPart } from "./multipart.js";
-import { trackedSleep as sleep } from "./util.js";
+import { trackedSleep as sleep } from "../../fixtures/util.js";
 
 export type RefRoute =
   | "login"

@@ -17,7 +17,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { startServer, type RunningServer } from "refserver-lite";
-import { md5 } from "./pdf.js";
+import { md5 } from "../../fixtures/pdf.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const REFSERVER_BIN = join(ROOT, "server", "bin", "refserver-lite.js");

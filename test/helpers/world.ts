@@ -1,5 +1,5 @@
 import { FakeRefServer, type FakeRefServerOptions } from "./fake-refserver.js";
-import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type MakeLibraryOptions } from "./fake-zotero.js";
+import { FakeZotero, makeLibrary, type FakeLibrary, type FakeZoteroOptions, type MakeLibraryOptions } from "../../fixtures/fake-zotero.js";
 import { makeSandbox, removeSandbox, type Sandbox, type SandboxOptions } from "./cli.js";
 
 export interface World {

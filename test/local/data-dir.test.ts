@@ -11,7 +11,7 @@ import { parsePrefs, resolveDataDir } from "../../src/zotero/data-dir.js";
 import { ZoteroLocalApi } from "../../src/zotero/local-api.js";
 import { ZoteroLocalSource } from "../../src/zotero/local.js";
 import { FakeLocalApi } from "../helpers/fake-local-api.js";
-import { makeSampleLibrary, toZoteroJson, writeZoteroDataDir } from "../helpers/sample-library.js";
+import { makeSampleLibrary, toZoteroJson, writeZoteroDataDir } from "../../scripts/sample-library.js";
 
 let root: string;
 beforeAll(() => {

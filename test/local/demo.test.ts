@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { importablePdfs, makeSampleLibrary } from "../helpers/sample-library.js";
+import { importablePdfs, makeSampleLibrary } from "../../scripts/sample-library.js";
 
 const ROOT = resolve(import.meta.dirname, "..", "..");
 const dir = mkdtempSync(join(tmpdir(), "ifz-demo-test-"));

@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { makeSandbox, runCli, type Sandbox } from "../helpers/cli.js";
 import { FakeLocalApi } from "../helpers/fake-local-api.js";
 import { FakeRefServer } from "../helpers/fake-refserver.js";
-import { importablePdfs, makeSampleLibrary, toZoteroJson, writeZoteroDataDir, type DataDirLayout } from "../helpers/sample-library.js";
+import { importablePdfs, makeSampleLibrary, toZoteroJson, writeZoteroDataDir, type DataDirLayout } from "../../scripts/sample-library.js";
 
 const PASSWORD = "pw-LOCAL-SECRET-42";
 const lib = makeSampleLibrary();

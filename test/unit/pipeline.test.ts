@@ -17,7 +17,9 @@ import { RefServerClient } from "../../src/refserver/client.js";
 import { runPipeline, type PipelineOptions } from "../../src/transfer/pipeline.js";
 import type { Attachment, FileBody, Item, Listing, ZoteroSource } from "../../src/zotero/types.js";
 import { FakeRefServer } from "../helpers/fake-refserver.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { startRefServer } from "../helpers/refserver-process.js";
+import { FaultProxy } from "../../fixtures/fault-proxy.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 
 let dir: string;
 let refserver: FakeRefServer;
@@ -183,5 +185,49 @@ describe("transfer pipeline (in-process)", () => {
     expect(result.stoppedBy).toBe("signal");
     expect(refserver.uploads).toHaveLength(1);
     expect(records(join(dir, "j.ndjson")).filter((r) => r.t === "item").map((r) => (r as { status: string }).status)).toEqual(["started"]);
+  });
+});
+
+describe("the metadata call after an upload, against the real refserver-lite", () => {
+  it("is left out after a fresh upload that carried everything (no journal, DOI or abstract), sent otherwise and after a 409", async () => {
+    const server = await startRefServer({ args: ["--no-worker"] });
+    const proxy = new FaultProxy({ target: server.url });
+    await proxy.start();
+    try {
+      const files = new Map<string, Buffer>();
+      const bare = candidate(files, ["file"], "Bare paper");
+      const withDoi = candidate(files, ["file"], "Paper with a DOI");
+      withDoi.item.doi = "10.5555/pipeline.1";
+      const source = new MemorySource(files);
+      const metadataCalls = (): string[] => proxy.log.filter((e) => /^\/api\/v1\/document\/[^/]+\/metadata$/.test(e.path)).map((e) => e.path);
+      const run = async (name: string, candidates: Candidate[]) => {
+        const journal = Journal.open(join(dir, name));
+        const client = new RefServerClient({ baseUrl: proxy.url, username: server.adminUser, password: server.adminPassword, dispatcher: agent, retry: { retries: 2, minDelayMs: 1, maxDelayMs: 1 }, sleep: async () => undefined });
+        // As the import command does before planning: refserver-lite answers with its links.
+        expect(await client.knownKeys("7")).not.toBeNull();
+        try {
+          return await runPipeline({ ...options(source, journal, candidates), client });
+        } finally {
+          journal.close();
+        }
+      };
+      const first = await run("a.ndjson", [bare, withDoi]);
+      expect(first.results.map((r) => r.outcome).sort()).toEqual(["imported", "imported"]);
+      const docOf = (c: Candidate): string => first.results.find((r) => r.candidate === c)!.docId!;
+      // Only the paper with a DOI needed the call; both are recorded with their metadata digest.
+      expect(metadataCalls()).toEqual([`/api/v1/document/${docOf(withDoi)}/metadata`]);
+      const done = records(join(dir, "a.ndjson")).filter((r) => r.t === "item" && (r as { status: string }).status === "done") as Array<{ key: string; meta?: string; metaPending?: boolean }>;
+      expect(done.map((r) => r.key).sort()).toEqual([bare.item.key, withDoi.item.key].sort());
+      expect(done.every((r) => typeof r.meta === "string" && r.metaPending === undefined)).toBe(true);
+      // The server holds what the upload carried.
+      expect(server.db().titles().get(docOf(bare))).toBe("Bare paper");
+      // A second import of the bare paper meets a 409: the upload told the server nothing, so the call goes.
+      const second = await run("b.ndjson", [bare]);
+      expect(second.results.map((r) => r.outcome)).toEqual(["already"]);
+      expect(metadataCalls()).toEqual([`/api/v1/document/${docOf(withDoi)}/metadata`, `/api/v1/document/${docOf(bare)}/metadata`]);
+    } finally {
+      await proxy.close();
+      await server.close();
+    }
   });
 });

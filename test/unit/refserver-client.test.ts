@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RefServerClient, type UploadMetadata } from "../../src/refserver/client.js";
 import { Pacer } from "../../src/retry/pacer.js";
 import { FakeRefServer } from "../helpers/fake-refserver.js";
-import { makePdf, md5 } from "../helpers/pdf.js";
+import { makePdf, md5 } from "../../fixtures/pdf.js";
 
 // The upload client against a real HTTP server on 127.0.0.1; time is injected, nothing waits.
 let refserver: FakeRefServer;

@@ -1,6 +1,2 @@
-export { makeTestPdf, makeSamplePdf } from "../../src/testing/pdf-writer.js";
-
-/** Starts like a PDF, is not one: the worker must fail its job, not crash. */
-export function makeBrokenPdf(): Buffer {
-  return Buffer.from("%PDF-1.4\nthis is not a pdf body at all\n%%EOF\n", "latin1");
-}
+// The repository's one PDF writer (fixtures/pdf.ts), for the server's tests.
+export { deflateRepeated, makeBrokenPdf, makeInflatingPdf, makeSamplePdf, makeTestPdf } from "../../../fixtures/pdf.js";

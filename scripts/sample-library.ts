@@ -14,8 +14,8 @@
 import Database from "better-sqlite3";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { makePdf, md5 } from "./pdf.js";
-import { makeRng } from "./util.js";
+import { makePdf, md5 } from "../fixtures/pdf.js";
+import { makeRng } from "../fixtures/util.js";
 
 export type SampleLinkMode = "imported_file" | "imported_url" | "linked_file" | "linked_url";
 
