@@ -99,11 +99,34 @@ export async function sendMetadata(o: Pick<PipelineOptions, "client" | "emit">, 
     if (outcome.kind === "unsupported") warnOnce(o, "metadata", `the RefServer has no metadata endpoint (${outcome.status}): journal, DOI and abstract are not sent`);
     return { meta: digest, metaPending: false };
   } catch (error) {
+    // A field the server refuses as too long (refserver-lite takes 64 KiB a field; a Zotero
+    // abstract can be longer) would leave the paper "metadata pending" on every run: send the
+    // rest without it, once, and say so. The digest is Zotero's, so the next run sends nothing.
+    const tooLong = error instanceof ImportError && error.status === 422 ? tooLongFieldsOf(error.message) : [];
+    if (tooLong.length > 0 && tooLong.every((f) => DROPPABLE_FIELDS.has(f)) && !signal.aborted) {
+      try {
+        const without: UploadMetadata = { ...meta, ...Object.fromEntries(tooLong.map((f) => [f, null])) };
+        const outcome = await o.client.updateMetadata(docId, without, signal, ({ error: e, attempt, delayMs }) => onRetry({ error: e, attempt, delayMs }));
+        if (outcome.kind === "missing-doc") return { metaPending: true, missingDoc: true };
+        o.emit({ type: "log", level: "warn", message: `${c.item.key}: the server refuses its ${tooLong.join(" and ")} as longer than its field limit: sent without ${tooLong.length === 1 ? "it" : "them"}` });
+        return { meta: digest, metaPending: false };
+      } catch (retryError) {
+        error = retryError;
+      }
+    }
     // The paper is on the server whatever happens here: it is recorded done, metadata pending.
     const stopped = error instanceof ImportError && error.code === "INTERRUPTED";
     if (!stopped && !signal.aborted) o.emit({ type: "log", level: "warn", message: `${c.item.key}: imported, metadata pending (${messageOf(error)}); the next run sends it` });
     return { metaPending: true };
   }
+}
+
+/** Metadata a paper can do without (title and authors cannot). */
+const DROPPABLE_FIELDS: ReadonlySet<string> = new Set(["abstract", "journal", "doi"]);
+
+/** Pure: the fields a FastAPI-style 422 names as `string_too_long` ("body.abstract: String should have at most …"). */
+export function tooLongFieldsOf(message: string): string[] {
+  return [...message.matchAll(/body\.([a-z_]+): String should have at most/g)].map((m) => m[1] ?? "").filter(Boolean);
 }
 
 const warned = new WeakMap<object, Set<string>>();

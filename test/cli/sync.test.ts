@@ -211,6 +211,27 @@ describe("richer metadata", () => {
     expect(proxyWrites(w.proxy, mark)).toEqual([]);
   });
 
+  it("an abstract longer than refserver-lite's field limit: the rest of the metadata is sent without it, said once; no 'metadata pending', and the next run sends nothing", async () => {
+    let key = "";
+    const long = "An abstract that goes on. ".repeat(3_000); // 78 000 bytes, past the 64 KiB field limit
+    const w = await realWorld((lib) => {
+      key = lib.addParentWithPdf({ title: "Long-winded", creators: [author("Ada", "Lovelace")], extra: { publicationTitle: "Memoirs", abstractNote: long } }).parentKey;
+    });
+    const first = await runCli([], w.sandbox);
+    expect(first.code, out(first)).toBe(0);
+    expect(reportOf(first)).toMatchObject({ imported: 1, metadataPending: 0 });
+    expect(occurrences(first.stderr + first.stdout, "refuses its abstract as longer than its field limit")).toBe(1);
+    const link = (await linksByKey(w.server)).get(key)!;
+    const doc = await getDocument(w.server, link.doc_id);
+    expect(doc.metadata).toMatchObject({ title: "Long-winded", journal: "Memoirs", abstract: null });
+
+    const mark = w.proxy.log.length;
+    const second = await runCli(["--json"], w.sandbox);
+    expect(second.code, out(second)).toBe(0);
+    expect(parseJson<RunJson>(second)).toMatchObject({ imported: 0, updated: 0, metadataPending: 0 });
+    expect(proxyWrites(w.proxy, mark)).toEqual([]);
+  });
+
   it("the original's metadata endpoint gets authors as one comma-separated string, with journal, DOI and abstract", async () => {
     let key = "";
     const w = await fakeWorld((lib) => {
