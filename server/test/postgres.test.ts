@@ -5,7 +5,7 @@
  * giving the same results as SQLite on the same data; `refserver-lite migrate` from SQLite.
  * The API and concurrency suites run on both backends in api.test.ts and concurrency.test.ts.
  */
-import { readdir } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterAll, describe, expect, it } from "vitest";
@@ -107,6 +107,28 @@ describe.runIf(found !== undefined)("refserver-lite processes on PostgreSQL", ()
     const stored = new Set((await db.query<{ doc_id: string }>(url, "SELECT doc_id FROM paper")).map((r) => r.doc_id));
     for (const id of acknowledged) expect(stored.has(id), id).toBe(true);
     expect(await db.query(url, "SELECT status, COUNT(*)::int AS n FROM processingjob GROUP BY status")).toEqual([{ status: "completed", n: papers }]);
+    // Two starts, one migration applied once.
+    expect(await db.query(url, "SELECT version FROM refserver_schema")).toEqual([{ version: 1 }]);
+  });
+
+  it("the startup sweep leaves another running process's fresh files alone, and removes strays once it runs alone", async () => {
+    const dataDir = await tempDataDir();
+    const url = await db.freshSchema();
+    const a = spawnServer(["--data", dataDir, "--database", url, "--no-worker"], ADMIN_ENV);
+    await a.url;
+    // What an upload in flight on A looks like on disk: a temp file, a PDF whose rows are not committed yet.
+    await writeFile(join(dataDir, "tmp", "inflight.partial"), "%PDF-");
+    await writeFile(join(dataDir, "pdfs", "not-yet-committed.pdf"), "%PDF-");
+    const b = spawnServer(["--data", dataDir, "--database", url, "--no-worker"], ADMIN_ENV);
+    await b.url;
+    expect(await readdir(join(dataDir, "tmp"))).toEqual(["inflight.partial"]);
+    expect(await readdir(join(dataDir, "pdfs"))).toEqual(["not-yet-committed.pdf"]);
+    await Promise.all([stop(a), stop(b)]);
+    const c = spawnServer(["--data", dataDir, "--database", url, "--no-worker"], ADMIN_ENV);
+    await c.url;
+    expect(await readdir(join(dataDir, "tmp"))).toEqual([]);
+    expect(await readdir(join(dataDir, "pdfs"))).toEqual([]);
+    await stop(c);
   });
 
   it("two processes, one database: uploads split over both are listed, downloadable and searchable through either; a token of one works on the other", async () => {
