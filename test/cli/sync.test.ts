@@ -442,7 +442,7 @@ describe("a PDF replaced in Zotero", () => {
 // ---- 4. trash and deletions ------------------------------------------------------------------------------
 
 describe("items trashed or deleted in Zotero", () => {
-  it("are reported (summary, --json, status), kept by default, listed by --prune --dry-run, and removed from refserver-lite by --prune", async () => {
+  it("are reported (summary, --json, status), kept by default, listed by --prune --dry-run, and removed from refserver-lite by --prune", { timeout: 120_000 }, async () => {
     let trashed = "";
     let deleted = "";
     let kept: string[] = [];
