@@ -61,7 +61,9 @@ async function once(work, variant, { records, newItems, file }) {
       journalBytes = statSync(sb.checkpoint).size;
     }
     const res = await runImporter(sb, ["--quiet"], { timeoutMs: 300_000 });
-    if (res.code !== 0) console.error(`resume ${variant}: importer exit ${res.code}: ${res.stderr.slice(-2000)}`);
+    // Exit 1 is expected for A and B: the synthetic journal's done papers are not on this fresh
+    // server, and the importer (which asks refserver-lite for its links) reports them lost.
+    if (res.code !== 0 && !(res.code === 1 && variant !== "0")) console.error(`resume ${variant}: importer exit ${res.code}: ${res.stderr.slice(-2000)}`);
     const firstUploadS = proxy.firstMatchAt === null ? NaN : (proxy.firstMatchAt - res.t0) / 1000;
     rmrf(sb.dir);
     return { firstUploadS, wallS: res.wallMs / 1000, code: res.code, peakRss: res.peakRss, uploads: proxy.counters.matched, listing: listingRequests(zot), journalBytes };

@@ -12,7 +12,6 @@ import { FakeZotero, diskLibrary, listingRequests, writePdfFile } from "./lib/li
 import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const REFSERVER = "http://127.0.0.1:9"; // never contacted by a dry run; only part of the scope
 
 function writeJournal(path, scope, parents, outcome) {
   const run = randomUUID();
@@ -76,6 +75,10 @@ export async function run(args) {
   const perItem = new Map();
   try {
     const file = await writePdfFile(join(work, "paper.pdf"), 150_000, "Scale paper");
+    // A dry run logs in and asks the server which papers it holds: an empty refserver-lite.
+    const srv = await startRefServer({ dataDir: join(work, "srv-dry") });
+    const REFSERVER = srv.url;
+    try {
     for (const journal of ["empty", "done", "failed"]) {
       for (const n of sizes) {
         const { lib, parents } = diskLibrary({ items: n, file: () => file });
@@ -113,6 +116,9 @@ export async function run(args) {
           summary.replace(/^Dry run: /, "").replace(/\. Nothing.*$/, ""),
         ]);
       }
+    }
+    } finally {
+      await srv.stop();
     }
     // Growth from the smallest to the largest size: time and RSS above the smallest run.
     const lo = sizes[0];
