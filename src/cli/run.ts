@@ -36,6 +36,13 @@ process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
 process.on("SIGHUP", onSignal);
 process.on("SIGPIPE", () => undefined);
+// A reader that goes away (`import-from-zotero --help | head -3`, a closed log pipe) only ends
+// the output: no stack trace, and a run goes on to its journal and report as it would have.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+  });
+}
 
 const code = await main(process.argv.slice(2), {
   stdout: process.stdout,
