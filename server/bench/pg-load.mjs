@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { makeSamplePdf } from "../../bench/out/fixtures/pdf.js";
+import { ADMIN, login, percentile, stop, upload } from "./load-client.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const BIN = join(here, "..", "bin", "refserver-lite.js");
@@ -23,7 +24,6 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 8);
 const BACKLOG_PAGES = Number(process.env.BENCH_BACKLOG_PAGES ?? 60);
 const PG_URL = process.env.BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const ADMIN = { REFSERVER_ADMIN_USER: "bench", REFSERVER_ADMIN_PASSWORD: "bench-password" };
 
 function startServer(args) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REFSERVER_")));
@@ -41,39 +41,6 @@ function startServer(args) {
     exited.then((code) => reject(new Error(`server exited ${code}: ${err}`)));
   });
   return { child, url, exited };
-}
-
-async function stop(server) {
-  server.child.kill("SIGTERM");
-  await server.exited;
-}
-
-async function login(url) {
-  const res = await fetch(`${url}/api/v1/auth/login`, { method: "POST", body: new URLSearchParams({ username: ADMIN.REFSERVER_ADMIN_USER, password: ADMIN.REFSERVER_ADMIN_PASSWORD }) });
-  if (res.status !== 200) throw new Error(`login: ${res.status} ${await res.text()}`);
-  return (await res.json()).access_token;
-}
-
-async function upload(url, token, pdf, i, prefix) {
-  const form = new FormData();
-  form.append("title", `${prefix} ${i}`);
-  form.append("authors", '["Bench Author"]');
-  form.append("zotero_key", `${prefix}${String(i).padStart(8 - prefix.length, "0")}`);
-  form.append("zotero_library_id", "1");
-  form.append("file", new Blob([pdf], { type: "application/pdf" }), `${prefix}-${i}.pdf`);
-  const t0 = performance.now();
-  try {
-    const res = await fetch(`${url}/api/v1/papers/upload_with_metadata`, { method: "POST", headers: { authorization: `Bearer ${token}` }, body: form, signal: AbortSignal.timeout(120_000) });
-    await res.arrayBuffer();
-    return { status: res.status, ms: performance.now() - t0 };
-  } catch (err) {
-    return { status: 0, ms: performance.now() - t0, error: String(err) };
-  }
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
 async function withDatabase(fn) {

@@ -11,6 +11,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeSamplePdf } from "../../bench/out/fixtures/pdf.js";
+import { ADMIN, login, percentile, stop, upload } from "./load-client.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const BIN = join(here, "..", "bin", "refserver-lite.js");
@@ -20,7 +21,6 @@ const UPLOADS = Number(process.env.BENCH_UPLOADS ?? 32);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const BACKLOG = Number(process.env.BENCH_BACKLOG ?? 8);
 const BACKLOG_PAGES = Number(process.env.BENCH_BACKLOG_PAGES ?? 60);
-const ADMIN = { REFSERVER_ADMIN_USER: "bench", REFSERVER_ADMIN_PASSWORD: "bench-password" };
 
 function startServer(dataDir, extra, before = false) {
   const env = { ...process.env, ...ADMIN };
@@ -37,48 +37,6 @@ function startServer(dataDir, extra, before = false) {
   });
   const exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
   return { child, url, exited };
-}
-
-async function stop(server) {
-  server.child.kill("SIGTERM");
-  await server.exited;
-}
-
-async function login(url) {
-  const res = await fetch(`${url}/api/v1/auth/login`, {
-    method: "POST",
-    body: new URLSearchParams({ username: ADMIN.REFSERVER_ADMIN_USER, password: ADMIN.REFSERVER_ADMIN_PASSWORD }),
-  });
-  if (res.status !== 200) throw new Error(`login: ${res.status} ${await res.text()}`);
-  return (await res.json()).access_token;
-}
-
-async function upload(url, token, pdf, i, prefix) {
-  const form = new FormData();
-  form.append("title", `${prefix} ${i}`);
-  form.append("authors", '["Bench Author"]');
-  form.append("zotero_key", `${prefix}${String(i).padStart(8 - prefix.length, "0")}`);
-  form.append("zotero_library_id", "1");
-  form.append("file", new Blob([pdf], { type: "application/pdf" }), `${prefix}-${i}.pdf`);
-  const t0 = performance.now();
-  try {
-    const res = await fetch(`${url}/api/v1/papers/upload_with_metadata`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}` },
-      body: form,
-      signal: AbortSignal.timeout(120_000),
-    });
-    const text = await res.text();
-    return { status: res.status, ms: performance.now() - t0, locked: /database is locked/i.test(text) };
-  } catch (err) {
-    return { status: 0, ms: performance.now() - t0, locked: false, error: String(err) };
-  }
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
-  return sorted[Math.max(0, idx)];
 }
 
 async function runConfig(name, before) {

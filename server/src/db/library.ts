@@ -69,7 +69,8 @@ function matchingPapers(terms: readonly string[]): { sql: string; params: Record
   };
 }
 
-const ROW_COLUMNS = `
+/** The columns of a library row, the same on both backends (`j` is the paper's newest job; see ROW_JOINS). */
+export const ROW_COLUMNS = `
   p.doc_id, p.filename, p.file_size, p.page_count, p.created_at,
   m.title, m.authors, m.year, m.journal, m.doi, m.abstract,
   z.zotero_key, z.library_id AS zotero_library_id, z.zotero_version,

@@ -9,16 +9,11 @@ import type pg from "pg";
 import { formatSnippet, likePattern, queryTerms, SNIPPET_BEFORE, SNIPPET_LENGTH } from "../library.js";
 import type { JobRow, Library, LibraryQuery, LibraryRow, SearchMatch } from "../types.js";
 import { one, rows } from "./client.js";
+import { ROW_COLUMNS } from "../library.js";
 
 const JOB_COLUMNS = `job_id, paper_id, filename, status, current_step, progress_percentage, error_message, attempts,
   text_status, text_error, text_completed_at, chunking_status, chunking_error, chunking_completed_at,
   created_at, updated_at, completed_at`;
-
-const ROW_COLUMNS = `
-  p.doc_id, p.filename, p.file_size, p.page_count, p.created_at,
-  m.title, m.authors, m.year, m.journal, m.doi, m.abstract,
-  z.zotero_key, z.library_id AS zotero_library_id, z.zotero_version,
-  j.job_id, j.status AS job_status, j.current_step, j.progress_percentage, j.error_message`;
 
 const ROW_JOINS = `
   LEFT JOIN metadata m ON m.paper_id = p.doc_id
