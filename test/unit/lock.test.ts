@@ -8,8 +8,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ImportError } from "../../src/errors.js";
 import { acquireLock } from "../../src/journal/lock.js";
 
-/** Exit code of a contender that got LOCK_BUSY. */
-const BUSY = 3;
 const CONTENDERS = 8;
 const ROUNDS = 10;
 
@@ -152,94 +150,96 @@ describe("checkpoint lock, in one process", () => {
 const built = resolve("dist/journal/lock.js");
 
 /**
- * One contender: imports the BUILT lock, says "ready", waits for "start" on stdin, tries once.
- * Busy: exits BUSY. Holder: appends its pid to the holders file (O_APPEND), says "held", and
- * keeps the lock until the test sends "go" (or closes stdin), then releases and exits 0.
+ * One contender, living through every round: imports the BUILT lock, says "ready", then per line
+ * "try LOCKPATH HOLDERSPATH" on stdin tries once. Busy: says "busy". Holder: appends its pid to the
+ * holders file (O_APPEND), says "held", keeps the lock until the line "release", releases and says
+ * "released". Any other error: the stack on stderr and exit 1. Processes are started once per test
+ * (not per round): a round's outcome depends on the lock file, not on how fresh the process is.
  */
 const CONTENDER = `
 import { appendFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-const [lockUrl, lockPath, holdersPath] = process.argv.slice(2);
+const [lockUrl] = process.argv.slice(2);
 const { acquireLock } = await import(lockUrl);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 process.stdout.write("ready\\n");
-await lines.next();
-let release;
-try {
-  release = acquireLock(lockPath);
-} catch (error) {
-  if (error?.code === "LOCK_BUSY") process.exit(${BUSY});
-  process.stderr.write(String(error?.stack ?? error));
-  process.exit(1);
+for (;;) {
+  const { value, done } = await lines.next();
+  if (done) process.exit(0);
+  const [, lockPath, holdersPath] = value.split(" ");
+  let release;
+  try {
+    release = acquireLock(lockPath);
+  } catch (error) {
+    if (error?.code === "LOCK_BUSY") { process.stdout.write("busy\\n"); continue; }
+    process.stderr.write(String(error?.stack ?? error));
+    process.exit(1);
+  }
+  appendFileSync(holdersPath, process.pid + "\\n", { flag: "a" });
+  process.stdout.write("held\\n");
+  await lines.next();
+  release();
+  process.stdout.write("released\\n");
 }
-appendFileSync(holdersPath, process.pid + "\\n", { flag: "a" });
-process.stdout.write("held\\n");
-await lines.next();
-release();
-process.exit(0);
 `;
 
 interface Contender {
   child: ChildProcess;
   stderr: string;
-  said: Set<string>;
   exit: Promise<number | null>;
-  /** Resolves on the first of: `word` on stdout, or exit. */
-  until(word: string): Promise<void>;
+  /** The next line the contender says; "exit" when it has exited instead. */
+  next(): Promise<string>;
+  send(line: string): void;
 }
 
-function contender(script: string, lockPath: string, holders: string): Contender {
-  const child = spawn(process.execPath, [script, pathToFileURL(built).href, lockPath, holders], { stdio: ["pipe", "pipe", "pipe"] });
-  const said = new Set<string>();
-  const waiting = new Map<string, Array<() => void>>();
+function contender(script: string): Contender {
+  const child = spawn(process.execPath, [script, pathToFileURL(built).href], { stdio: ["pipe", "pipe", "pipe"] });
+  const lines: string[] = [];
+  const waiting: Array<(line: string) => void> = [];
+  const say = (line: string) => {
+    const w = waiting.shift();
+    if (w) w(line);
+    else lines.push(line);
+  };
   const c: Contender = {
     child,
     stderr: "",
-    said,
     exit: new Promise((done) => child.on("close", (code) => done(code))),
-    until: (word) =>
-      new Promise((done) => {
-        if (said.has(word) || child.exitCode !== null) return done();
-        waiting.set(word, [...(waiting.get(word) ?? []), done]);
-      }),
+    next: () => new Promise((done) => (lines.length > 0 ? done(lines.shift()!) : child.exitCode !== null ? done("exit") : waiting.push(done))),
+    send: (line) => child.stdin!.write(`${line}\n`),
   };
   let buffered = "";
   child.stdout!.on("data", (chunk: Buffer) => {
     buffered += chunk.toString();
     let nl: number;
     while ((nl = buffered.indexOf("\n")) >= 0) {
-      const word = buffered.slice(0, nl);
+      say(buffered.slice(0, nl));
       buffered = buffered.slice(nl + 1);
-      said.add(word);
-      for (const done of waiting.get(word) ?? []) done();
-      waiting.delete(word);
     }
   });
   child.stderr!.on("data", (chunk: Buffer) => (c.stderr += chunk.toString()));
   child.on("exit", () => {
-    for (const list of waiting.values()) for (const done of list) done();
-    waiting.clear();
+    for (const done of waiting.splice(0)) done("exit");
   });
   child.stdin!.on("error", () => {}); // a contender that already exited
   return c;
 }
 
-/** One round: CONTENDERS processes released together; returns the holders' pids and every exit code. */
-async function round(script: string, dir: string, beforeStart?: (lockPath: string) => void): Promise<{ holders: number[]; codes: (number | null)[]; stderr: string }> {
+/** One round: every contender tries at once; returns the holders' pids and what each said. */
+async function round(all: Contender[], dir: string, beforeStart?: (lockPath: string) => void): Promise<{ holders: number[]; said: string[] }> {
   const lockPath = join(dir, "cp.lock");
   const holdersPath = join(dir, "holders");
   writeFileSync(holdersPath, "");
-  const all = Array.from({ length: CONTENDERS }, () => contender(script, lockPath, holdersPath));
-  // Barrier 1: everyone has started and imported the lock module.
-  await Promise.all(all.map((c) => c.until("ready")));
   beforeStart?.(lockPath);
-  for (const c of all) c.child.stdin!.write("start\n");
-  // Barrier 2: every contender has either exited (busy or failed) or holds the lock and waits.
-  await Promise.all(all.map((c) => c.until("held")));
-  for (const c of all) c.child.stdin!.end("go\n");
-  const codes = await Promise.all(all.map((c) => c.exit));
+  for (const c of all) c.send(`try ${lockPath} ${holdersPath}`);
+  // Barrier: every contender has answered (busy, or holds the lock and waits for "release").
+  const said = await Promise.all(all.map((c) => c.next()));
+  const holding = all.filter((_, i) => said[i] === "held");
+  for (const c of holding) c.send("release");
+  const released = await Promise.all(holding.map((c) => c.next()));
+  expect(released).toEqual(holding.map(() => "released"));
   const holders = readFileSync(holdersPath, "utf8").split("\n").filter(Boolean).map(Number);
-  return { holders, codes, stderr: all.map((c) => c.stderr).join("") };
+  return { holders, said };
 }
 
 describe("checkpoint lock, many processes at once", () => {
@@ -262,21 +262,30 @@ describe("checkpoint lock, many processes at once", () => {
     // The dead pid is taken after all contenders are running, so none of them can reuse it.
     ["a stale lock left by a dead pid", (lockPath) => writeFileSync(lockPath, owner(deadPid(), { token: "dead" }))],
   ];
-  // Generous timeout: 80 node start-ups per test on a shared 2-core machine (the old lock had two holders in most rounds of 12). Only a hang guard, never a synchronisation.
-  it.each(cases)(`over %s: exactly one of ${CONTENDERS} holds it, the others get LOCK_BUSY (${ROUNDS} rounds)`, { timeout: 240_000 }, async (_name, beforeStart) => {
-    const perRound: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      const dir = tempDir();
-      const { holders, codes, stderr } = await round(script, dir, beforeStart);
-      perRound.push(holders.length);
-      expect(stderr).toBe("");
-      expect(holders).toHaveLength(1);
-      expect(codes.filter((c) => c === 0)).toHaveLength(1);
-      expect(codes.filter((c) => c === BUSY)).toHaveLength(CONTENDERS - 1);
-      // Released, and no temp file or takeover claim left behind.
-      expect(readdirSync(dir)).toEqual(["holders"]);
+  // Generous timeout: only a hang guard, never a synchronisation.
+  it.each(cases)(`over %s: exactly one of ${CONTENDERS} holds it, the others get LOCK_BUSY (${ROUNDS} rounds)`, { timeout: 120_000 }, async (_name, beforeStart) => {
+    const all = Array.from({ length: CONTENDERS }, () => contender(script));
+    try {
+      // Every contender has started and imported the lock module.
+      expect(await Promise.all(all.map((c) => c.next()))).toEqual(all.map(() => "ready"));
+      const perRound: number[] = [];
+      for (let r = 0; r < ROUNDS; r++) {
+        const dir = tempDir();
+        const { holders, said } = await round(all, dir, beforeStart);
+        perRound.push(holders.length);
+        expect(all.map((c) => c.stderr).join("")).toBe("");
+        expect(holders).toHaveLength(1);
+        expect(said.filter((w) => w === "held")).toHaveLength(1);
+        expect(said.filter((w) => w === "busy")).toHaveLength(CONTENDERS - 1);
+        // Released, and no temp file or takeover claim left behind.
+        expect(readdirSync(dir)).toEqual(["holders"]);
+      }
+      expect(perRound).toEqual(Array(ROUNDS).fill(1));
+      for (const c of all) c.child.stdin!.end();
+      expect(await Promise.all(all.map((c) => c.exit))).toEqual(all.map(() => 0));
+      console.info(`lock stress: ${ROUNDS} rounds x ${CONTENDERS} processes, holders per round: ${perRound.join(",")}`);
+    } finally {
+      for (const c of all) if (c.child.exitCode === null) c.child.kill("SIGKILL");
     }
-    expect(perRound).toEqual(Array(ROUNDS).fill(1));
-    console.info(`lock stress: ${ROUNDS} rounds x ${CONTENDERS} processes, holders per round: ${perRound.join(",")}`);
   });
 });
