@@ -17,10 +17,15 @@ vi.mock("node:crypto", async (importOriginal) => {
   }) as typeof actual.scrypt;
   return { ...actual, default: { ...actual, scrypt }, scrypt };
 });
-import { hashPassword } from "../src/auth.js";
-import { LoginLimiter } from "../src/login-limiter.js";
-import { ADMIN, removeTempDirs, tempDataDir, testApp } from "./helpers/app.js";
-import { spawnServer, type ServerProcess } from "./helpers/process.js";
+// The suite runs test files in shared workers (isolate: false, vitest.config.ts): the server's
+// modules may already be loaded there with the real node:crypto. Dropping the worker's module
+// cache and importing them after the mock makes them take the mocked one.
+vi.resetModules();
+const { hashPassword } = await import("../src/auth.js");
+const { LoginLimiter } = await import("../src/login-limiter.js");
+const { ADMIN, removeTempDirs, tempDataDir, testApp } = await import("./helpers/app.js");
+const { spawnServer } = await import("./helpers/process.js");
+type ServerProcess = import("./helpers/process.js").ServerProcess;
 
 const apps: FastifyInstance[] = [];
 const servers: ServerProcess[] = [];
