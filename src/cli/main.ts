@@ -5,8 +5,8 @@ import { redact } from "../util/redact.js";
 import { VERSION } from "../version.js";
 import { ExitCode } from "./exit-codes.js";
 import { runImport, type CliIo, type ImportFlags } from "./commands/import.js";
-import { runStatus, type StatusFlags } from "./commands/status.js";
-import { runVerify, type VerifyFlags } from "./commands/verify.js";
+import type { StatusFlags } from "./commands/status.js";
+import type { VerifyFlags } from "./commands/verify.js";
 
 function wholeNumber(name: string, min: number) {
   return (value: string): number => {
@@ -68,6 +68,8 @@ Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     .option("--checkpoint <path>", "checkpoint journal to read")
     .option("--json", "print as JSON")
     .action(async (opts: StatusFlags) => {
+      // Loaded when asked for: an import run does not pay for the other commands' modules.
+      const { runStatus } = await import("./commands/status.js");
       setExit(await runStatus(opts, io));
     });
 
@@ -83,6 +85,7 @@ Secrets may come from ZOTERO_API_KEY, REFSERVER_USERNAME, REFSERVER_PASSWORD.`,
     .option("-q, --quiet", "only warnings and the verdict")
     .addHelpText("after", "\nExit codes: 0 everything agrees, 1 something differs, 2 usage or config, 3 authentication, 75 unavailable.")
     .action(async (opts: VerifyFlags) => {
+      const { runVerify } = await import("./commands/verify.js");
       setExit(await runVerify(opts, io));
     });
 

@@ -1,4 +1,4 @@
-import { Agent } from "undici";
+import { Agent } from "./undici.js";
 import { VERSION } from "../version.js";
 
 export const USER_AGENT = `import-from-zotero/${VERSION} (+node ${process.version})`;

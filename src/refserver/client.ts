@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
+import { request } from "../http/undici.js";
 import { ImportError } from "../errors.js";
 import type { PaperMetadata } from "../plan/metadata.js";
 import { USER_AGENT } from "../http/agent.js";

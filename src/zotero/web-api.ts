@@ -1,5 +1,6 @@
 import pLimit, { type LimitFunction } from "p-limit";
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
+import { request } from "../http/undici.js";
 import { ImportError } from "../errors.js";
 import { firstHeader } from "../http/headers.js";
 import { statusError, type Service } from "../failure/policy.js";

@@ -14,7 +14,6 @@ import { scopeOf } from "../../journal/records.js";
 import { JournalReducer, type JournalState } from "../../journal/state.js";
 import { makePlan, type Plan } from "../../plan/plan.js";
 import { resolveCollections, selectItems, skipReasonText, type Candidate, type Skipped } from "../../plan/select.js";
-import { BarRenderer } from "../../progress/bars.js";
 import type { Emit } from "../../progress/events.js";
 import { LineRenderer } from "../../progress/lines.js";
 import { SilentRenderer, type Renderer, type Verbosity } from "../../progress/renderer.js";
@@ -31,7 +30,6 @@ import { makeSource, type ConfiguredSource } from "../../zotero/factory.js";
 import type { GoneKeys, Listing } from "../../zotero/types.js";
 import { ZOTERO_MAX_CONCURRENT } from "../../zotero/web-api.js";
 import { ExitCode } from "../exit-codes.js";
-import { formatPreview, formatPreviewTotals } from "../preview.js";
 import { formatSummary, previewRows, summarise, type RunSummary } from "../summary.js";
 
 export interface ImportFlags {
@@ -147,7 +145,8 @@ export async function runImport(flags: ImportFlags, io: CliIo): Promise<number> 
   const verbosity: Verbosity = flags.quiet ? "quiet" : flags.verbose ? "verbose" : "normal";
   const isTty = Boolean(io.stderr.isTTY) && !io.env.CI;
   // --json: only the JSON on stdout. Bars only for a real run at a terminal; lines otherwise.
-  const renderer: Renderer = flags.json ? new SilentRenderer() : isTty && !flags.dryRun ? new BarRenderer(io.stderr, verbosity) : new LineRenderer(io.stderr, verbosity);
+  // The bars (cli-progress) are loaded only for a terminal: a cron or piped run does without them.
+  const renderer: Renderer = flags.json ? new SilentRenderer() : isTty && !flags.dryRun ? new (await import("../../progress/bars.js")).BarRenderer(io.stderr, verbosity) : new LineRenderer(io.stderr, verbosity);
   const run: RunRecord = {
     runId: randomUUID(),
     dryRun: Boolean(flags.dryRun),
@@ -274,7 +273,9 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
 
   if (flags.dryRun) {
     run.summary = summarise(plan, null);
-    return { exit: ExitCode.Ok, preview: previewText(flags, io, plan, listed.listing, listed.since, library, known !== null) };
+    // The preview's table (string-width) is loaded for a dry run only.
+    const { formatPreview, formatPreviewTotals } = await import("../preview.js");
+    return { exit: ExitCode.Ok, preview: previewText(flags, io, plan, listed.listing, listed.since, library, known !== null, { formatPreview, formatPreviewTotals }) };
   }
 
   // ---- transfer, then the outcome and the journal's closing records
@@ -505,7 +506,8 @@ export async function listStage(config: Config, flags: ImportFlags, io: CliIo, s
 }
 
 /** The dry run's table or JSON: what a real run started now would do. */
-function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing, since: number | null, library: { type: string; id: string }, serverKnown: boolean): string {
+function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing, since: number | null, library: { type: string; id: string }, serverKnown: boolean, fmt: Pick<typeof import("../preview.js"), "formatPreview" | "formatPreviewTotals">): string {
+  const { formatPreview, formatPreviewTotals } = fmt;
   const rows = previewRows(plan);
   const importSizes = plan.actions.flatMap((a) => (a.kind === "import" ? [a.candidate.attachment.size] : []));
   const knownBytes = importSizes.reduce<number>((sum, b) => sum + (b ?? 0), 0);
