@@ -1,4 +1,9 @@
-import { z } from "zod";
+import { createRequire } from "node:module";
+import type { z as Zod } from "zod";
+
+// zod through its CommonJS build: loading its ES modules (a hundred files, every locale
+// included) costs about twice the CPU, and every run pays it at start-up.
+const { z } = createRequire(import.meta.url)("zod") as { z: typeof Zod };
 
 /**
  * The configuration file's shape. Same sections as RefServerLite's own
@@ -235,8 +240,8 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   paths: Object.keys(pathsSection.shape),
 };
 
-export type Config = z.infer<typeof configSchema>;
-export type RawConfig = z.input<typeof configSchema>;
+export type Config = Zod.infer<typeof configSchema>;
+export type RawConfig = Zod.input<typeof configSchema>;
 
 export interface ConfigProblem {
   key: string;
