@@ -109,7 +109,7 @@ export class RefServerClient {
   private async paced<T>(signal: AbortSignal | undefined, attempt: () => Promise<T>, kindOf: (value: T) => AnswerKind = () => "clean"): Promise<T> {
     // Waiting for a slot (or a Retry-After) ends at a stop: nothing new is sent then.
     const stop = this.options.stop;
-    const slot = await this.options.pacer?.acquire(stop && signal ? AbortSignal.any([signal, stop]) : (stop ?? signal));
+    const slot = await this.options.pacer?.acquire(signal, stop);
     try {
       const value = await attempt();
       const answered = value as { kind?: string; error?: ImportError };

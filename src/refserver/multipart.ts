@@ -49,8 +49,15 @@ function crlf(value: string): string {
 const CHUNK = 1024 * 1024;
 
 /** The bytes around the file's: the fields and the file part's headers, and the closing boundary. */
+/**
+ * Boundaries: random per process, then a counter (no random bytes per upload). A PDF cannot
+ * hold one by chance: it would have to guess 96 random bits drawn after it was written.
+ */
+const BOUNDARY_PREFIX = `----import-from-zotero-${randomBytes(12).toString("hex")}-`;
+let boundaries = 0;
+
 function frame(fields: ReadonlyArray<readonly [string, string]>, file: Omit<MultipartFile, "path">): { head: Buffer; tail: Buffer; contentType: string } {
-  const boundary = `----import-from-zotero-${randomBytes(12).toString("hex")}`;
+  const boundary = `${BOUNDARY_PREFIX}${(boundaries++).toString(36)}`;
   let text = "";
   for (const [name, value] of fields) {
     text += `--${boundary}${CRLF}Content-Disposition: form-data; name="${quoted(crlf(name))}"${CRLF}${CRLF}${crlf(value)}${CRLF}`;

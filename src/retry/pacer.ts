@@ -65,22 +65,31 @@ export class Pacer {
     });
   }
 
-  async acquire(signal?: AbortSignal): Promise<Slot> {
+  /**
+   * A slot, once the limit and the gate allow. `signals` end the wait (any of them); they are
+   * combined only if there is a wait, which most calls do not have.
+   */
+  async acquire(...signals: ReadonlyArray<AbortSignal | undefined>): Promise<Slot> {
+    let combined: AbortSignal | undefined;
+    const present = signals.filter((s): s is AbortSignal => s !== undefined);
+    const waitSignal = (): AbortSignal | undefined => (present.length > 1 ? (combined ??= AbortSignal.any(present)) : present[0]);
     for (;;) {
       // A caller that gives up passes its wake-up on, so no other waiter is left asleep.
       if (this.open) {
         this.wake();
         throw this.breakerError();
       }
-      if (signal?.aborted) {
+      const aborted = present.find((s) => s.aborted);
+      if (aborted) {
         this.wake();
-        signal.throwIfAborted();
+        aborted.throwIfAborted();
       }
       if (this.gate.remaining() > 0) {
-        await this.gate.wait(signal).catch(() => undefined);
+        await this.gate.wait(waitSignal()).catch(() => undefined);
         continue;
       }
       if (this.inFlight < this.limit) break;
+      const signal = waitSignal();
       await new Promise<void>((resolve) => {
         const entry = (): void => {
           signal?.removeEventListener("abort", onAbort);
