@@ -48,7 +48,6 @@ function crlf(value: string): string {
 /** Read chunk size for the file: fewer, larger writes to the socket cost less CPU. */
 const CHUNK = 1024 * 1024;
 
-/** The bytes around the file's: the fields and the file part's headers, and the closing boundary. */
 /**
  * Boundaries: random per process, then a counter (no random bytes per upload). A PDF cannot
  * hold one by chance: it would have to guess 96 random bits drawn after it was written.
@@ -56,6 +55,7 @@ const CHUNK = 1024 * 1024;
 const BOUNDARY_PREFIX = `----import-from-zotero-${randomBytes(12).toString("hex")}-`;
 let boundaries = 0;
 
+/** The bytes around the file's: the fields and the file part's headers, and the closing boundary. */
 function frame(fields: ReadonlyArray<readonly [string, string]>, file: Omit<MultipartFile, "path">): { head: Buffer; tail: Buffer; contentType: string } {
   const boundary = `${BOUNDARY_PREFIX}${(boundaries++).toString(36)}`;
   let text = "";
