@@ -137,6 +137,33 @@ describe("FakeZotero", () => {
     expect(Object.keys(versions.body)).toHaveLength(lib.items.length);
   });
 
+  it("a listing sees every change made between its requests (pages are served from a cache kept per library version)", async () => {
+    const lib = makeLibrary({ items: 3 });
+    const { base, headers } = await startZotero(lib);
+    const get = async (path: string): Promise<{ keys: string[]; titles: string[]; children: Array<number | undefined>; total: string | null }> => {
+      const r = await fetch(`${base}${path}`, { headers });
+      expect(r.status).toBe(200);
+      const body = (await r.json()) as ZoteroItem[];
+      return { keys: body.map((i) => i.key), titles: body.map((i) => String(i.data.title)), children: body.map((i) => i.meta?.numChildren), total: r.headers.get("total-results") };
+    };
+    const before = await get("/items/top?limit=2&start=0");
+    expect(before.total).toBe("3");
+    const first = lib.items.find((i) => i.key === before.keys[0])!;
+    // Each kind of change between two pages of the same query: edit, new child, new item, trash.
+    lib.update(first.key, { title: "Edited between pages" });
+    lib.addNote(first.key);
+    const added = lib.addItemWithoutAttachment({ title: "Added between pages" });
+    const again = await get("/items/top?limit=2&start=0&sort=version");
+    expect(again.total).toBe("4");
+    const all = await get("/items/top?limit=10&start=0");
+    expect(all.keys).toContain(added.key);
+    expect(all.titles).toContain("Edited between pages");
+    expect(all.children[all.keys.indexOf(first.key)]).toBe((before.children[0] ?? 0) + 1);
+    lib.trash(added.key);
+    expect((await get("/items/top?limit=10&start=0")).keys).not.toContain(added.key);
+    expect((await get("/items/top?limit=10&start=0&includeTrashed=1")).keys).toContain(added.key);
+  });
+
   it("redirects /file to a key-less storage route serving the right bytes; 404 without a stored file", async () => {
     const lib = makeLibrary({ items: 2, padToBytes: 50_000 });
     const linked = lib.addLinkedFile(lib.items[0]?.key);
