@@ -1,5 +1,6 @@
 import { ImportError } from "../errors.js";
 import { realClock, realSleep, type Clock, type Sleep } from "../util/time.js";
+import { AnySignal } from "../util/signals.js";
 import { NotBeforeGate } from "./gate.js";
 
 export type AnswerKind = "clean" | "congested" | "unreachable" | "other";
@@ -70,26 +71,24 @@ export class Pacer {
    * combined only if there is a wait, which most calls do not have.
    */
   async acquire(...signals: ReadonlyArray<AbortSignal | undefined>): Promise<Slot> {
-    let combined: AbortSignal | undefined;
-    const present = signals.filter((s): s is AbortSignal => s !== undefined);
-    const waitSignal = (): AbortSignal | undefined => (present.length > 1 ? (combined ??= AbortSignal.any(present)) : present[0]);
+    const ends = new AnySignal(...signals);
     for (;;) {
       // A caller that gives up passes its wake-up on, so no other waiter is left asleep.
       if (this.open) {
         this.wake();
         throw this.breakerError();
       }
-      const aborted = present.find((s) => s.aborted);
+      const aborted = ends.aborted();
       if (aborted) {
         this.wake();
         aborted.throwIfAborted();
       }
       if (this.gate.remaining() > 0) {
-        await this.gate.wait(waitSignal()).catch(() => undefined);
+        await this.gate.wait(ends.signal).catch(() => undefined);
         continue;
       }
       if (this.inFlight < this.limit) break;
-      const signal = waitSignal();
+      const signal = ends.signal;
       await new Promise<void>((resolve) => {
         const entry = (): void => {
           signal?.removeEventListener("abort", onAbort);

@@ -1,6 +1,7 @@
 import pRetry from "p-retry";
 import { ImportError } from "../errors.js";
 import type { Sleep } from "../util/time.js";
+import { AnySignal } from "../util/signals.js";
 
 /** How a request is retried: data, in one place (see config `retry:`). */
 export interface RetryPolicy {
@@ -42,9 +43,8 @@ export interface RetryHooks {
  */
 export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, hooks: RetryHooks): Promise<T> {
   const stopped = (): boolean => Boolean(hooks.stop?.aborted || hooks.signal?.aborted);
-  // Made only for a wait: most calls succeed at once, and every combined signal costs.
-  let combined: AbortSignal | undefined;
-  const waitSignal = (): AbortSignal | undefined => (hooks.stop && hooks.signal ? (combined ??= AbortSignal.any([hooks.stop, hooks.signal])) : (hooks.stop ?? hooks.signal));
+  // Combined only for a wait: most calls succeed at once.
+  const waitEnds = new AnySignal(hooks.stop, hooks.signal);
   let last: unknown;
   try {
     return await pRetry(
@@ -70,7 +70,7 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: 
           if (!(error instanceof ImportError) || !error.retriable || retriesLeft <= 0 || stopped()) return;
           const delayMs = backoffDelay(attemptNumber, policy, error.retryAfterMs, hooks.random);
           hooks.onRetry?.({ error, attempt: attemptNumber, delayMs });
-          await hooks.sleep(delayMs, waitSignal());
+          await hooks.sleep(delayMs, waitEnds.signal);
         },
       },
     );

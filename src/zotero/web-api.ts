@@ -3,6 +3,7 @@ import type { Dispatcher } from "undici";
 import { request } from "../http/undici.js";
 import { ImportError } from "../errors.js";
 import { firstHeader } from "../http/headers.js";
+import { AnySignal } from "../util/signals.js";
 import { statusError, type Service } from "../failure/policy.js";
 import { NotBeforeGate } from "../retry/gate.js";
 import { classifyNetworkError } from "../retry/classify.js";
@@ -82,7 +83,7 @@ export class ZoteroWebApi implements ZoteroSource {
     return withRetry(
       () =>
         this.limit(async () => {
-          await this.gate.wait(this.stop && signal ? AbortSignal.any([signal, this.stop]) : (this.stop ?? signal));
+          await this.gate.wait(new AnySignal(signal, this.stop).signal);
           // After a stop no new request starts (a listing's next page, a collection page).
           if (this.stop?.aborted) throw new ImportError("INTERRUPTED", `Zotero ${what}: stopped before this request`);
           this.requests++;

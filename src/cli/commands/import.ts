@@ -273,9 +273,7 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
 
   if (flags.dryRun) {
     run.summary = summarise(plan, null);
-    // The preview's table (string-width) is loaded for a dry run only.
-    const { formatPreview, formatPreviewTotals } = await import("../preview.js");
-    return { exit: ExitCode.Ok, preview: previewText(flags, io, plan, listed.listing, listed.since, library, known !== null, { formatPreview, formatPreviewTotals }) };
+    return { exit: ExitCode.Ok, preview: await previewText(flags, io, plan, listed.listing, listed.since, library, known !== null) };
   }
 
   // ---- transfer, then the outcome and the journal's closing records
@@ -506,8 +504,9 @@ export async function listStage(config: Config, flags: ImportFlags, io: CliIo, s
 }
 
 /** The dry run's table or JSON: what a real run started now would do. */
-function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing, since: number | null, library: { type: string; id: string }, serverKnown: boolean, fmt: Pick<typeof import("../preview.js"), "formatPreview" | "formatPreviewTotals">): string {
-  const { formatPreview, formatPreviewTotals } = fmt;
+async function previewText(flags: ImportFlags, io: CliIo, plan: Plan, listing: Listing, since: number | null, library: { type: string; id: string }, serverKnown: boolean): Promise<string> {
+  // The preview's table (string-width) is loaded for a dry run only.
+  const { formatPreview, formatPreviewTotals } = await import("../preview.js");
   const rows = previewRows(plan);
   const importSizes = plan.actions.flatMap((a) => (a.kind === "import" ? [a.candidate.attachment.size] : []));
   const knownBytes = importSizes.reduce<number>((sum, b) => sum + (b ?? 0), 0);
