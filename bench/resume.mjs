@@ -4,15 +4,19 @@
 // of the importer to the first upload request arriving at the server (seen by a transparent
 // proxy in front of refserver-lite, real process, --no-worker). Lean fake Zotero, small PDFs.
 //   A  after earlier complete runs: 50 000 items done (started + done = 100 000 item records) and
-//      a sync record, so the run lists only what changed since (the 20 new items).
+//      a sync record, so the run lists only what changed since (the 20 new items); the last run
+//      left its state snapshot (<checkpoint>.state, made here by the importer's own code).
+//   A' the same journal without a snapshot (the first run after an upgrade, or a snapshot lost):
+//      every record is read.
 //   0  the same 20 new items with an empty journal (the baseline: process start, listing, login).
 //   B  a first run SIGKILLed after 50 000 items: the same 100 000 item records, no sync record,
 //      so the run lists the whole library again (50 020 items = 100 040 Zotero objects).
 import { randomUUID } from "node:crypto";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { FakeZotero, FaultProxy, diskLibrary, listingRequests, makeRng, makeZoteroKey, writePdfFile } from "./lib/library.mjs";
-import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, startRefServer, table, tempDir } from "./lib/common.mjs";
+import { BINS, argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const LIB_ID = 475425;
 
@@ -34,7 +38,7 @@ function journalLines({ scope, doneKeys, sync }) {
 
 async function once(work, variant, { records, newItems, file }) {
   const half = records / 2;
-  // Library: variant B holds the done items too (full listing); A and 0 only the new ones.
+  // Library: variant B holds the done items too (full listing); A, A' and 0 only the new ones.
   const inLibrary = variant === "B" ? half + newItems : newItems;
   const startVersion = 100_000;
   const { lib, parents } = diskLibrary({ items: inLibrary, file: () => file, libraryId: LIB_ID, startVersion, seed: variant === "B" ? 1 : 2 });
@@ -55,10 +59,15 @@ async function once(work, variant, { records, newItems, file }) {
         if (variant === "B") doneKeys.push({ key: parents[i].key, att: parents[i].att, version: parents[i].version, i });
         else doneKeys.push({ key: makeZoteroKey(rng), att: makeZoteroKey(rng), version: startVersion - half + i, i });
       }
-      const lines = journalLines({ scope, doneKeys, sync: variant === "A" ? startVersion - 1 : undefined });
+      const lines = journalLines({ scope, doneKeys, sync: variant.startsWith("A") ? startVersion - 1 : undefined });
       mkdirSync(dirname(sb.checkpoint), { recursive: true });
       writeFileSync(sb.checkpoint, lines.join("\n") + "\n", { mode: 0o600 });
       journalBytes = statSync(sb.checkpoint).size;
+      if (variant === "A") {
+        // What the run that wrote these records leaves at its end: the importer's own snapshot code.
+        const { loadState, saveState } = await import(pathToFileURL(join(dirname(BINS.importer), "..", "dist", "journal", "snapshot.js")).href);
+        saveState(sb.checkpoint, loadState(sb.checkpoint, scope));
+      }
     }
     const res = await runImporter(sb, ["--quiet"], { timeoutMs: 300_000 });
     // Exit 1 is expected for A and B: the synthetic journal's done papers are not on this fresh
@@ -90,7 +99,8 @@ export async function run(args) {
     const rows = [];
     const variants = [
       ["0", `empty journal, ${newItems} new items (baseline)`],
-      ["A", `${records.toLocaleString("en")} item records + sync record, ${newItems} new items (incremental listing)`],
+      ["A", `${records.toLocaleString("en")} item records + sync record + the last run's state snapshot, ${newItems} new items (incremental listing)`],
+      ["A'", `the same without the snapshot (every record read)`],
       ["B", `${records.toLocaleString("en")} item records, no sync record (killed first run): full listing of ${(records / 2 + newItems).toLocaleString("en")} items`],
     ];
     for (const [v, label] of variants) {

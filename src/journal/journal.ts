@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync, readFileSync } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { ImportError } from "../errors.js";
 import type { JournalRecord } from "./records.js";
@@ -7,6 +7,8 @@ export interface ScanResult {
   /** Lines that could not be parsed (a torn last line is expected after a crash). */
   badLines: number;
   tornTail: boolean;
+  /** Byte offset just past the last whole line read: where a later scan carries on. */
+  end: number;
 }
 
 export interface ReadResult extends ScanResult {
@@ -14,24 +16,39 @@ export interface ReadResult extends ScanResult {
 }
 
 /**
- * Hand every record to `onRecord`, one line at a time, keeping none: a torn (partial)
- * last line is ignored, other bad lines are counted.
+ * Hand every record from byte `from` on to `onRecord`, one line at a time, keeping none: a
+ * torn last line (no newline yet: a write cut short) is ignored, other bad lines are counted.
  */
-export function scanJournal(path: string, onRecord: (record: JournalRecord) => void): ScanResult {
-  if (!existsSync(path)) return { badLines: 0, tornTail: false };
-  let text: string;
+export function scanJournal(path: string, onRecord: (record: JournalRecord) => void, from = 0): ScanResult {
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, "utf8");
+    const fd = openSync(path, "r");
+    try {
+      const size = fstatSync(fd).size;
+      bytes = Buffer.allocUnsafe(Math.max(0, size - from));
+      let read = 0;
+      while (read < bytes.length) {
+        const n = readSync(fd, bytes, read, bytes.length - read, from + read);
+        if (n === 0) break;
+        read += n;
+      }
+      bytes = bytes.subarray(0, read);
+    } finally {
+      closeSync(fd);
+    }
   } catch (error) {
-    throw new ImportError("CHECKPOINT_INVALID", `checkpoint ${path} cannot be read (${(error as NodeJS.ErrnoException).code}): check its permissions or pass --checkpoint`);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return { badLines: 0, tornTail: false, end: 0 };
+    throw new ImportError("CHECKPOINT_INVALID", `checkpoint ${path} cannot be read (${code}): check its permissions or pass --checkpoint`);
   }
-  const tornTail = text.length > 0 && !text.endsWith("\n");
+  // A line is whole with its newline: what follows the last one is torn (cut by the next run).
+  const whole = bytes.lastIndexOf(0x0a) + 1;
+  const text = bytes.toString("utf8", 0, whole);
+  const tornTail = whole < bytes.length;
   let badLines = 0;
   let start = 0;
   while (start < text.length) {
-    let end = text.indexOf("\n", start);
-    const last = end === -1;
-    if (last) end = text.length;
+    const end = text.indexOf("\n", start);
     const line = text.slice(start, end);
     start = end + 1;
     if (line === "") continue;
@@ -40,10 +57,10 @@ export function scanJournal(path: string, onRecord: (record: JournalRecord) => v
       if (r && typeof r === "object" && typeof r.t === "string") onRecord(r);
       else badLines++;
     } catch {
-      if (!(last && tornTail)) badLines++;
+      badLines++;
     }
   }
-  return { badLines, tornTail };
+  return { badLines, tornTail, end: from + whole };
 }
 
 /** Read every record (for `status`, which looks at every scope). */

@@ -34,7 +34,7 @@ export interface JournalState {
 export class JournalReducer {
   readonly state: JournalState = { items: new Map(), syncVersions: new Map(), runs: 0 };
 
-  constructor(private readonly scope: string) {}
+  constructor(readonly scope: string) {}
 
   add(r: JournalRecord): void {
     if (r.scope !== this.scope) return;

@@ -20,7 +20,11 @@
  * No sleeps and no timing between processes: every assertion is on what the servers hold and
  * what the importer's processes said.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import { readJournal } from "../../src/journal/journal.js";
+import { scopeOf } from "../../src/journal/records.js";
+import { loadState, snapshotPath } from "../../src/journal/snapshot.js";
+import { reduceJournal } from "../../src/journal/state.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { makeSandbox, removeSandbox, runCli, type CliResult, type Sandbox, type SandboxOptions } from "../helpers/cli.js";
 import { FakeZotero, makeLibrary, type FakeLibrary, type ZoteroCreator } from "../../fixtures/fake-zotero.js";
@@ -655,6 +659,15 @@ describe("exactly once across runs with edits in between", () => {
     expect(last.code, out(last)).toBe(0);
     expect(parseJson<RunJson>(last)).toMatchObject({ imported: 0, updated: 0, replaced: 0 });
     expect(proxyWrites(w.proxy, markLast)).toEqual([]);
+
+    // Each run left a snapshot of where every item stands (the runs after the first read it and
+    // only the records appended since): it is of this journal and says what all its records say.
+    const scope = scopeOf(w.proxy.url, "user", LIB);
+    const snap = loadState(w.sandbox.checkpoint, scope);
+    expect(snap.fromSnapshot).toBe(true);
+    expect(statSync(snapshotPath(w.sandbox.checkpoint)).mode & 0o777).toBe(0o600);
+    expect(snap.state).toEqual(reduceJournal(readJournal(w.sandbox.checkpoint).records, scope));
+    expect(snap.state.runs).toBe(4);
   });
 });
 

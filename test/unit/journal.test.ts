@@ -1,4 +1,4 @@
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -6,6 +6,7 @@ import { hostname } from "node:os";
 import { afterEach, describe, expect, it } from "vitest";
 import { Journal, readJournal } from "../../src/journal/journal.js";
 import { acquireLock } from "../../src/journal/lock.js";
+import { loadState, saveState, snapshotPath } from "../../src/journal/snapshot.js";
 import { reduceJournal } from "../../src/journal/state.js";
 
 const dirs: string[] = [];
@@ -69,5 +70,103 @@ describe("lock", () => {
     writeFileSync(path, JSON.stringify({ pid: Number(dead), host: hostname(), since: "x" }));
     const again = acquireLock(path);
     again();
+  });
+});
+
+describe("state snapshot (<checkpoint>.state)", () => {
+  const scope = "http://srv|user:1";
+  const item = (key: string, status: "started" | "done" | "failed", extra: Record<string, unknown> = {}) => ({ t: "item" as const, ts: `t-${key}-${status}`, run: "r", scope, key, version: 1, status, ...extra });
+  const full = (path: string) => {
+    const read = readJournal(path);
+    return { state: reduceJournal(read.records, scope), badLines: read.badLines };
+  };
+
+  it("gives the state of the whole journal: the snapshot, then only what was appended since", () => {
+    const path = join(dir(), "cp.ndjson");
+    const j = Journal.open(path);
+    j.append({ t: "run", ts: "t", run: "r", scope, event: "start" });
+    j.append(item("AAAAAAAA", "started"));
+    j.append(item("AAAAAAAA", "done", { docId: "d1", via: "uploaded", md5: "m1", title: "A" }));
+    j.append(item("BBBBBBBB", "started"));
+    j.append(item("BBBBBBBB", "failed", { code: "REFSERVER_LOCKED", error: "locked" }));
+    j.append({ t: "item", ts: "t", run: "r", scope: "another|user:2", key: "ZZZZZZZZ", version: 1, status: "done" });
+    j.append({ t: "sync", ts: "t", run: "r", scope, filter: "f", version: 7 });
+    j.close();
+    appendFileSync(path, "not json\n");
+    const first = loadState(path, scope);
+    expect(first.fromSnapshot).toBe(false);
+    saveState(path, first);
+    expect(existsSync(snapshotPath(path))).toBe(true);
+
+    // A second run: a retry of B, a metadata update of A, a new C, and a run cut short (torn line).
+    const k = Journal.open(path);
+    k.append({ t: "run", ts: "t2", run: "r2", scope, event: "start" });
+    k.append(item("BBBBBBBB", "started"));
+    k.append(item("BBBBBBBB", "done", { docId: "d2", via: "already" }));
+    k.append(item("AAAAAAAA", "done", { meta: "digest", metaPending: false }));
+    k.append(item("CCCCCCCC", "started"));
+    k.close();
+    appendFileSync(path, '{"t":"item","ts":"t","run":"r2","scope":"http://srv|user:1","key":"DDDD');
+
+    const second = loadState(path, scope);
+    expect(second.fromSnapshot).toBe(true);
+    const truth = full(path);
+    expect(second.state).toEqual(truth.state);
+    expect(second.badLines).toBe(truth.badLines);
+    expect(second.badLines).toBe(1);
+    expect(second.state.items.get("BBBBBBBB")).toMatchObject({ status: "done", attempts: 2, docId: "d2" });
+    expect(second.state.runs).toBe(2);
+    expect(second.state.syncVersions.get("f")).toBe(7);
+
+    // Saved again after the next run opened (and cut the torn line) and appended: still exact.
+    const l = Journal.open(path);
+    l.append(item("CCCCCCCC", "done", { docId: "d3", via: "uploaded" }));
+    l.close();
+    saveState(path, second);
+    const third = loadState(path, scope);
+    expect(third.fromSnapshot).toBe(true);
+    expect(third.state).toEqual(full(path).state);
+    expect(third.state.items.get("CCCCCCCC")).toMatchObject({ status: "done", attempts: 1 });
+  });
+
+  it("ignores a snapshot that does not match the journal, another scope's, or a broken one", () => {
+    const path = join(dir(), "cp.ndjson");
+    const j = Journal.open(path);
+    j.append(item("AAAAAAAA", "started"));
+    j.append(item("AAAAAAAA", "done", { docId: "d1" }));
+    j.close();
+    saveState(path, loadState(path, scope));
+    expect(loadState(path, scope).fromSnapshot).toBe(true);
+    expect(loadState(path, "http://other|user:1").fromSnapshot).toBe(false);
+
+    // The journal rewritten with other bytes of the same length (restored, edited): not trusted.
+    const text = readFileSync(path, "utf8");
+    writeFileSync(path, text.replace('"docId":"d1"', '"docId":"d9"'));
+    const rewritten = loadState(path, scope);
+    expect(rewritten.fromSnapshot).toBe(false);
+    expect(rewritten.state.items.get("AAAAAAAA")?.docId).toBe("d9");
+
+    // Truncated below the snapshot's offset.
+    saveState(path, loadState(path, scope));
+    writeFileSync(path, text.split("\n")[0] + "\n");
+    const truncated = loadState(path, scope);
+    expect(truncated.fromSnapshot).toBe(false);
+    expect(truncated.state.items.get("AAAAAAAA")).toMatchObject({ status: "started", attempts: 1 });
+
+    // A torn or foreign snapshot file.
+    writeFileSync(snapshotPath(path), '{"v":1,"scope":"http://srv|us');
+    expect(loadState(path, scope)).toMatchObject({ fromSnapshot: false, badLines: 0 });
+  });
+
+  it("never fails a run when the snapshot cannot be written, and leaves no temporary file", () => {
+    const d = dir();
+    const path = join(d, "cp.ndjson");
+    const j = Journal.open(path);
+    j.append(item("AAAAAAAA", "done"));
+    j.close();
+    mkdirSync(snapshotPath(path)); // rename onto a directory fails
+    expect(() => saveState(path, loadState(path, scope))).not.toThrow();
+    expect(readdirSync(d).sort()).toEqual(["cp.ndjson", "cp.ndjson.state"]);
+    expect(loadState(path, scope).state.items.get("AAAAAAAA")?.status).toBe("done");
   });
 });

@@ -8,10 +8,11 @@ import type { Config } from "../../config/schema.js";
 import { ImportError, messageOf } from "../../errors.js";
 import { exitCodeFor } from "../../failure/policy.js";
 import { makeAgent } from "../../http/agent.js";
-import { Journal, scanJournal } from "../../journal/journal.js";
+import { Journal } from "../../journal/journal.js";
 import { acquireLock } from "../../journal/lock.js";
 import { scopeOf } from "../../journal/records.js";
-import { JournalReducer, type JournalState } from "../../journal/state.js";
+import { loadState, saveState } from "../../journal/snapshot.js";
+import type { JournalState } from "../../journal/state.js";
 import { makePlan, type Plan } from "../../plan/plan.js";
 import { resolveCollections, selectItems, skipReasonText, type Candidate, type Skipped } from "../../plan/select.js";
 import type { Emit } from "../../progress/events.js";
@@ -247,11 +248,11 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
     held.release = acquireLock(`${journalPath}.lock`);
   }
 
-  // Fold the journal line by line: only where each item stands is kept, not every record.
-  const reducer = new JournalReducer(run.scope);
-  const scan = scanJournal(journalPath, (r) => reducer.add(r));
-  if (scan.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${scan.badLines} unreadable line(s)` });
-  const state: JournalState = reducer.state;
+  // Where each item stands: the snapshot left by the last run, then the records appended since
+  // (or every record, line by line, without one). Only the state is kept, not the records.
+  const loaded = loadState(journalPath, run.scope);
+  if (loaded.badLines > 0) emit({ type: "log", level: "warn", message: `checkpoint ${journalPath}: ignored ${loaded.badLines} unreadable line(s)` });
+  const state: JournalState = loaded.state;
 
   const { source, pacer, client } = connect(config, io, emit, held);
 
@@ -284,6 +285,7 @@ async function stages(flags: ImportFlags, io: CliIo, run: RunRecord, emit: Emit,
   run.stoppedBy = outcome.stoppedBy;
   if (outcome.fatal) run.fatal = outcome.fatal.message;
   closeRun(transferred.journal, run, listed, transferred, outcome.exit, Boolean(flags.retryFailed));
+  if (!transferred.journal.failure) saveState(journalPath, loaded);
   return { exit: outcome.exit, preview: null };
 }
 

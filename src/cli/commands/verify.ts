@@ -2,10 +2,11 @@ import { loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
 import { messageOf } from "../../errors.js";
 import { exitCodeFor } from "../../failure/policy.js";
-import { Journal, scanJournal } from "../../journal/journal.js";
+import { Journal } from "../../journal/journal.js";
 import { acquireLock } from "../../journal/lock.js";
 import { scopeOf } from "../../journal/records.js";
-import { JournalReducer, type JournalState } from "../../journal/state.js";
+import { loadState } from "../../journal/snapshot.js";
+import type { JournalState } from "../../journal/state.js";
 import { metadataFor } from "../../plan/metadata.js";
 import type { Candidate } from "../../plan/select.js";
 import { truncate } from "../../progress/format.js";
@@ -100,9 +101,7 @@ export async function runVerify(flags: VerifyFlags, io: CliIo): Promise<number> 
 async function verifyOnce(config: Config, flags: VerifyFlags, io: CliIo, journalPath: string, emit: (e: Parameters<LineRenderer["onEvent"]>[0]) => void): Promise<VerifyReport> {
   const library = { type: config.zotero.library_type, id: config.zotero.library_id };
   const scope = scopeOf(config.refserver.api_url, library.type, library.id);
-  const reducer = new JournalReducer(scope);
-  scanJournal(journalPath, (r) => reducer.add(r));
-  const state: JournalState = reducer.state;
+  const state: JournalState = loadState(journalPath, scope).state;
   const held = new Held();
   try {
     const { source, client } = connect(config, io, emit, held);
