@@ -72,7 +72,18 @@ function readSnapshot(journalPath: string, scope: string): Snapshot | null {
   } catch {
     return null;
   }
-  if (!snap || snap.v !== 1 || snap.scope !== scope || !Number.isSafeInteger(snap.offset) || snap.offset < 0 || !Array.isArray(snap.items) || !Array.isArray(snap.sync)) return null;
+  const wellFormed =
+    snap?.v === 1 &&
+    snap.scope === scope &&
+    Number.isSafeInteger(snap.offset) &&
+    snap.offset >= 0 &&
+    Number.isSafeInteger(snap.runs) &&
+    Number.isSafeInteger(snap.badLines) &&
+    Array.isArray(snap.sync) &&
+    snap.sync.every((e) => Array.isArray(e) && typeof e[0] === "string" && typeof e[1] === "number") &&
+    Array.isArray(snap.items) &&
+    snap.items.every((i) => typeof i === "object" && i !== null && typeof i.key === "string" && typeof i.status === "string" && typeof i.attempts === "number");
+  if (!wellFormed) return null;
   const print = fingerprint(journalPath, snap.offset);
   if (!print || print.dev !== snap.dev || print.ino !== snap.ino || print.tail !== snap.tail) return null;
   return snap;
@@ -87,7 +98,7 @@ export function loadState(journalPath: string, scope: string): LoadedState {
   const reducer = new JournalReducer(scope);
   if (snap) {
     const s = reducer.state;
-    for (const item of snap.items) if (item && typeof item.key === "string") s.items.set(item.key, item);
+    for (const item of snap.items) s.items.set(item.key, item);
     for (const [filter, version] of snap.sync) s.syncVersions.set(filter, version);
     s.runs = snap.runs;
   }
@@ -103,7 +114,8 @@ export function loadState(journalPath: string, scope: string): LoadedState {
  */
 export function saveState(journalPath: string, loaded: LoadedState): void {
   const path = snapshotPath(journalPath);
-  const temporary = `${path}.${process.pid}.tmp`;
+  // One writer at a time (the lock's holder): a fixed name, so one left by a killed run is reused.
+  const temporary = `${path}.tmp`;
   try {
     const scan = scanJournal(journalPath, (r) => loaded.reducer.add(r), loaded.end);
     const print = fingerprint(journalPath, scan.end);

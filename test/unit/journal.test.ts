@@ -153,9 +153,15 @@ describe("state snapshot (<checkpoint>.state)", () => {
     expect(truncated.fromSnapshot).toBe(false);
     expect(truncated.state.items.get("AAAAAAAA")).toMatchObject({ status: "started", attempts: 1 });
 
-    // A torn or foreign snapshot file.
-    writeFileSync(snapshotPath(path), '{"v":1,"scope":"http://srv|us');
-    expect(loadState(path, scope)).toMatchObject({ fromSnapshot: false, badLines: 0 });
+    // A torn snapshot file, or one of the wrong shape.
+    saveState(path, loadState(path, scope));
+    const good = JSON.parse(readFileSync(snapshotPath(path), "utf8")) as Record<string, unknown>;
+    for (const bad of ['{"v":1,"scope":"http://srv|us', JSON.stringify({ ...good, sync: [5] }), JSON.stringify({ ...good, items: [null] }), JSON.stringify({ ...good, items: [{ key: "AAAAAAAA" }] }), JSON.stringify({ ...good, v: 2 })]) {
+      writeFileSync(snapshotPath(path), bad);
+      expect(loadState(path, scope), bad).toMatchObject({ fromSnapshot: false, badLines: 0 });
+    }
+    writeFileSync(snapshotPath(path), JSON.stringify(good));
+    expect(loadState(path, scope).fromSnapshot).toBe(true);
   });
 
   it("never fails a run when the snapshot cannot be written, and leaves no temporary file", () => {
@@ -167,6 +173,12 @@ describe("state snapshot (<checkpoint>.state)", () => {
     mkdirSync(snapshotPath(path)); // rename onto a directory fails
     expect(() => saveState(path, loadState(path, scope))).not.toThrow();
     expect(readdirSync(d).sort()).toEqual(["cp.ndjson", "cp.ndjson.state"]);
+    // A temporary file left by a run killed mid-write is taken over by the next one.
+    rmSync(snapshotPath(path), { recursive: true });
+    writeFileSync(`${snapshotPath(path)}.tmp`, "half a snap");
+    saveState(path, loadState(path, scope));
+    expect(readdirSync(d).sort()).toEqual(["cp.ndjson", "cp.ndjson.state"]);
+    expect(loadState(path, scope).fromSnapshot).toBe(true);
     expect(loadState(path, scope).state.items.get("AAAAAAAA")?.status).toBe("done");
   });
 });
