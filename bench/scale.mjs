@@ -6,10 +6,10 @@
 //   - a journal where every item failed (started, failed) — the unfinished items of earlier runs.
 // Wall time (spawn → exit) and peak RSS (VmHWM) of the importer; lean fake Zotero.
 import { randomUUID } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FakeZotero, diskLibrary, listingRequests, writePdfFile } from "./lib/library.mjs";
-import { argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
+import { LIVE_HEAP, argValue, fmt, itemRecord, machine, makeSandbox, mb, report, rmrf, runImporter, serverLinks, startRefServer, table, tempDir } from "./lib/common.mjs";
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -29,7 +29,7 @@ function writeJournal(path, scope, parents, outcome) {
  * Full imports of n items with small PDFs (one file on disk served for every item) into
  * refserver-lite (--no-worker): wall time, importer CPU and peak RSS per item, per size.
  */
-async function fullImports(work, sizes, pdfBytes) {
+async function fullImports(work, sizes, pdfBytes, liveHeap) {
   const file = await writePdfFile(join(work, "small.pdf"), pdfBytes, "Scale import paper");
   const out = [];
   for (const n of sizes) {
@@ -42,9 +42,10 @@ async function fullImports(work, sizes, pdfBytes) {
       const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000 });
       if (res.code !== 0) console.error(`scale import ${n}: exit ${res.code}: ${res.stderr.slice(-2000)}`);
       const onServer = (await serverLinks(srv.url, lib.libraryId)).length;
-      out.push({ items: n, onServer, exit: res.code, wallS: res.wallMs / 1000, cpuS: res.cpuS, peakRssMiB: res.peakRss / 2 ** 20, listing: listingRequests(zot) });
+      out.push({ items: n, onServer, exit: res.code, wallS: res.wallMs / 1000, cpuS: res.cpuS, peakRssMiB: res.peakRss / 2 ** 20, listing: listingRequests(zot), liveHeapMiB: null });
       console.error(`scale import ${n}: ${onServer}/${n} in ${fmt(res.wallMs / 1000, 1)} s, CPU ${fmt(res.cpuS, 1)} s, peak RSS ${mb(res.peakRss, 0)} MiB`);
       rmrf(sb.dir);
+      if (liveHeap) out.at(-1).liveHeapMiB = await liveHeapOf(work, n, zot.url, lib);
     } finally {
       await zot.close();
       await srv.stop();
@@ -53,14 +54,36 @@ async function fullImports(work, sizes, pdfBytes) {
   return out;
 }
 
+/**
+ * --live-heap: the same import again, into a fresh server, with a full GC once a second and the
+ * heap that survives it (bench/lib/live-heap.mjs): what the importer holds per item, apart from
+ * the garbage V8 lets pile up between collections (which peak RSS counts).
+ */
+async function liveHeapOf(work, n, zoteroUrl, lib) {
+  const srv = await startRefServer({ dataDir: join(work, `srv-heap-${n}`) });
+  try {
+    const sb = makeSandbox({ zoteroUrl, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: srv.url, importOptions: { batch_size: 8 } });
+    const heapFile = join(sb.dir, "heap.json");
+    const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000, nodeArgs: ["--expose-gc", "--import", LIVE_HEAP], env: { BENCH_HEAP_FILE: heapFile } });
+    if (res.code !== 0) console.error(`scale import ${n} (live heap): exit ${res.code}: ${res.stderr.slice(-2000)}`);
+    const live = JSON.parse(readFileSync(heapFile, "utf8")).maxLiveHeapBytes / 2 ** 20;
+    console.error(`scale import ${n}: live heap ${fmt(live, 1)} MiB`);
+    rmrf(sb.dir);
+    return live;
+  } finally {
+    await srv.stop();
+  }
+}
+
 export async function run(args) {
+  const liveHeap = args.includes("--live-heap");
   const importSizes = String(argValue(args, "--import-sizes", "500,2000,20000")).split(",").filter(Boolean).map(Number);
   const importBytes = Number(argValue(args, "--import-pdf-bytes", 20_000));
   if (args.includes("--import-only")) {
     const m = machine();
     const work = tempDir("scale");
     try {
-      const imports = await fullImports(work, importSizes, importBytes);
+      const imports = await fullImports(work, importSizes, importBytes, liveHeap);
       report({ name: "scale-import", title: "import-from-zotero: full imports 500 → 20 000 items", command: `npm run bench -- scale ${args.join(" ")}`.trim(), m, text: importTable(imports, importBytes), data: { imports, pdfBytes: importBytes } });
     } finally {
       rmrf(work);
@@ -149,7 +172,7 @@ export async function run(args) {
       "",
       table(["journal", `µs per item ${lo}→${hi}`, `slope ${lo}→${sizes[1]} µs/item`, `slope ${sizes[1]}→${hi} µs/item`, "high ÷ low", `RSS KiB per extra item ${lo}→${hi}`], growth),
     ].join("\n");
-    const imports = importSizes.length > 0 ? await fullImports(work, importSizes, importBytes) : [];
+    const imports = importSizes.length > 0 ? await fullImports(work, importSizes, importBytes, liveHeap) : [];
     const all = imports.length > 0 ? `${text}\n\n${importTable(imports, importBytes)}` : text;
     report({ name: "scale", title: "import-from-zotero: scale, 1 000 → 20 000 items (dry run and full import)", command: `npm run bench -- scale ${args.join(" ")}`.trim(), m, text: all, data: { dryRuns: rows, growth, imports, pdfBytes: importBytes } });
   } finally {
@@ -158,9 +181,11 @@ export async function run(args) {
 }
 
 function importTable(imports, pdfBytes) {
+  const withLive = imports.some((x) => x.liveHeapMiB !== null);
   const rows = imports.map((x, i) => {
     const prev = imports[i - 1];
     const dRss = prev ? ((x.peakRssMiB - prev.peakRssMiB) * 1024) / (x.items - prev.items) : NaN;
+    const dLive = prev && x.liveHeapMiB !== null && prev.liveHeapMiB !== null ? ((x.liveHeapMiB - prev.liveHeapMiB) * 1024) / (x.items - prev.items) : NaN;
     return [
       x.items.toLocaleString("en"),
       `${x.onServer}/${x.items} (exit ${x.exit})`,
@@ -169,12 +194,13 @@ function importTable(imports, pdfBytes) {
       fmt((x.cpuS / x.items) * 1000, 2),
       fmt(x.peakRssMiB, 0),
       prev ? fmt(dRss, 2) : "–",
+      ...(withLive ? [x.liveHeapMiB === null ? "–" : fmt(x.liveHeapMiB, 1), Number.isNaN(dLive) ? "–" : fmt(dLive, 2)] : []),
       x.listing,
     ];
   });
   return [
     `Full imports, ${pdfBytes} B PDFs (one file on disk served for every item), batch_size 8, refserver-lite \`--no-worker\`:`,
     "",
-    table(["items", "on server", "wall s", "wall ms per item", "importer CPU ms per item", "peak RSS MiB", "RSS KiB per extra item", "listing requests"], rows),
+    table(["items", "on server", "wall s", "wall ms per item", "importer CPU ms per item", "peak RSS MiB", "RSS KiB per extra item", ...(withLive ? ["live heap MiB (max after a full GC, separate run)", "live KiB per extra item"] : []), "listing requests"], rows),
   ].join("\n");
 }

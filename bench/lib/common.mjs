@@ -56,6 +56,8 @@ export function snapshotBuild() {
 }
 export const BENCHMARKS_MD = join(ROOT, "BENCHMARKS.md");
 const CPU_AT_EXIT = pathToFileURL(join(ROOT, "bench", "lib", "cpu-at-exit.mjs")).href;
+/** Preload for a separate run that measures the live heap (see live-heap.mjs). */
+export const LIVE_HEAP = pathToFileURL(join(ROOT, "bench", "lib", "live-heap.mjs")).href;
 export const ADMIN = { user: "bench", password: "bench-password-1" };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -315,15 +317,15 @@ export function makeSandbox({ zoteroUrl, libraryId, apiKey, refserverUrl, import
  * Spawn the importer; resolves when it exits. Tracks peak RSS (VmHWM) of the importer process.
  * Bounded by `timeoutMs` (then SIGKILL, reported as timedOut).
  */
-export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 20, onSpawn } = {}) {
+export function runImporter(sandbox, args = [], { timeoutMs = 600_000, pollMs = 20, onSpawn, nodeArgs: extraNodeArgs = [], env: extraEnv = {} } = {}) {
   const t0 = performance.now();
   // BENCH_IMPORTER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to the importer's node only.
-  const nodeArgs = (process.env.BENCH_IMPORTER_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const nodeArgs = [...(process.env.BENCH_IMPORTER_NODE_ARGS ?? "").split(" ").filter(Boolean), ...extraNodeArgs];
   // The importer's own CPU time, exact, written at its exit by a preloaded module.
   const cpuFile = join(sandbox.dir, `cpu-${Date.now()}-${Math.random().toString(16).slice(2)}.json`);
   const child = spawn(process.execPath, ["--import", CPU_AT_EXIT, ...nodeArgs, BINS.importer, "--config", sandbox.configPath, ...args], {
     cwd: sandbox.dir,
-    env: { ...sandbox.env, BENCH_CPU_FILE: cpuFile },
+    env: { ...sandbox.env, ...extraEnv, BENCH_CPU_FILE: cpuFile },
     stdio: ["ignore", "pipe", "pipe"],
   });
   onSpawn?.(child, t0);
