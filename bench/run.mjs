@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // npm run bench [-- NAME [options]]: runs every benchmark, or the one named. Each prints a
 // table and keeps the run as JSON under bench/results/ (BENCH_NO_WRITE=1 to only print).
-// Names: throughput, politeness, memory, resume, faults, scale.
-const ALL = ["throughput", "politeness", "memory", "resume", "faults", "scale"];
-const FILES = { throughput: "./throughput.mjs", politeness: "./politeness.mjs", memory: "./memory.mjs", resume: "./resume.mjs", faults: "./faults.mjs", scale: "./scale.mjs" };
+// Names: throughput, floor, politeness, memory, resume, faults, scale.
+const ALL = ["throughput", "floor", "politeness", "memory", "resume", "faults", "scale"];
+const FILES = { throughput: "./throughput.mjs", floor: "./floor.mjs", politeness: "./politeness.mjs", memory: "./memory.mjs", resume: "./resume.mjs", faults: "./faults.mjs", scale: "./scale.mjs" };
 
 const args = process.argv.slice(2);
 const names = args.filter((a) => ALL.includes(a));
