@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { closeSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { scanJournal, type ScanResult } from "./journal.js";
 import { JournalReducer, type ItemState, type JournalState } from "./state.js";
 
@@ -7,27 +7,25 @@ import { JournalReducer, type ItemState, type JournalState } from "./state.js";
  * Where a scope of the checkpoint stood at a byte offset, kept beside the journal
  * (`<checkpoint>.state`) so a run reads only what was appended since, not every record of
  * every earlier run. A cache and nothing more: the journal stays the one record of what was
- * done, append-only; a snapshot that is missing, unreadable, of another scope, or does not
- * match the journal's bytes (a journal replaced, truncated or rewritten) is ignored, and the
- * whole journal is read as before.
+ * done, append-only; a snapshot that is missing, unreadable, of another scope, or whose digest
+ * does not match the journal's bytes it covers (a journal edited, restored or truncated) is
+ * ignored, and the whole journal is read as before.
  */
 interface Snapshot {
   v: 1;
   scope: string;
   /** The journal's bytes [0, offset) are folded in. */
   offset: number;
-  /** The journal file (device and inode) and an MD5 of the bytes just before `offset`. */
-  dev: number;
-  ino: number;
-  tail: string;
+  /** SHA-256 of those bytes: any change to them (an edit, a restore, a truncation) voids the snapshot. */
+  sha256: string;
   badLines: number;
   runs: number;
   sync: [string, number][];
   items: ItemState[];
 }
 
-/** How many bytes before the offset identify the journal a snapshot was taken of. */
-const TAIL_BYTES = 4096;
+/** Read size for hashing the journal (SHA-256: ~0.6 ms per MiB here, 17 ms for 100 000 records). */
+const CHUNK = 1024 * 1024;
 
 export function snapshotPath(journalPath: string): string {
   return `${journalPath}.state`;
@@ -40,8 +38,8 @@ export interface LoadedState extends ScanResult {
   fromSnapshot: boolean;
 }
 
-/** The MD5 of the journal's bytes [offset - TAIL_BYTES, offset), with its device and inode; null when it has fewer bytes. */
-function fingerprint(journalPath: string, offset: number): { dev: number; ino: number; tail: string } | null {
+/** SHA-256 of the journal's first `offset` bytes; null when it has fewer or cannot be read. */
+function digestOf(journalPath: string, offset: number): string | null {
   let fd: number;
   try {
     fd = openSync(journalPath, "r");
@@ -49,17 +47,18 @@ function fingerprint(journalPath: string, offset: number): { dev: number; ino: n
     return null;
   }
   try {
-    const st = fstatSync(fd);
-    if (st.size < offset) return null;
-    const start = Math.max(0, offset - TAIL_BYTES);
-    const buf = Buffer.alloc(offset - start);
-    let read = 0;
-    while (read < buf.length) {
-      const n = readSync(fd, buf, read, buf.length - read, start + read);
+    const hash = createHash("sha256");
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, offset)));
+    let at = 0;
+    while (at < offset) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, offset - at), at);
       if (n === 0) return null;
-      read += n;
+      hash.update(buf.subarray(0, n));
+      at += n;
     }
-    return { dev: st.dev, ino: st.ino, tail: createHash("md5").update(buf).digest("hex") };
+    return hash.digest("hex");
+  } catch {
+    return null;
   } finally {
     closeSync(fd);
   }
@@ -84,8 +83,7 @@ function readSnapshot(journalPath: string, scope: string): Snapshot | null {
     Array.isArray(snap.items) &&
     snap.items.every((i) => typeof i === "object" && i !== null && typeof i.key === "string" && typeof i.status === "string" && typeof i.attempts === "number");
   if (!wellFormed) return null;
-  const print = fingerprint(journalPath, snap.offset);
-  if (!print || print.dev !== snap.dev || print.ino !== snap.ino || print.tail !== snap.tail) return null;
+  if (digestOf(journalPath, snap.offset) !== snap.sha256) return null;
   return snap;
 }
 
@@ -118,14 +116,14 @@ export function saveState(journalPath: string, loaded: LoadedState): void {
   const temporary = `${path}.tmp`;
   try {
     const scan = scanJournal(journalPath, (r) => loaded.reducer.add(r), loaded.end);
-    const print = fingerprint(journalPath, scan.end);
-    if (!print) return;
+    const sha256 = digestOf(journalPath, scan.end);
+    if (sha256 === null) return;
     const s = loaded.reducer.state;
     const snap: Snapshot = {
       v: 1,
       scope: loaded.reducer.scope,
       offset: scan.end,
-      ...print,
+      sha256,
       badLines: loaded.badLines + scan.badLines,
       runs: s.runs,
       sync: [...s.syncVersions],

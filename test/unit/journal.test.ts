@@ -146,6 +146,17 @@ describe("state snapshot (<checkpoint>.state)", () => {
     expect(rewritten.fromSnapshot).toBe(false);
     expect(rewritten.state.items.get("AAAAAAAA")?.docId).toBe("d9");
 
+    // An edit of the same length far before the end (a hand-edited line, 100 records back).
+    const k = Journal.open(path);
+    for (let i = 0; i < 100; i++) k.append(item(`K${String(i).padStart(7, "0")}`, "started"));
+    k.close();
+    saveState(path, loadState(path, scope));
+    expect(loadState(path, scope).fromSnapshot).toBe(true);
+    writeFileSync(path, readFileSync(path, "utf8").replace('"docId":"d9"', '"docId":"d8"'));
+    const edited = loadState(path, scope);
+    expect(edited.fromSnapshot).toBe(false);
+    expect(edited.state.items.get("AAAAAAAA")?.docId).toBe("d8");
+
     // Truncated below the snapshot's offset.
     saveState(path, loadState(path, scope));
     writeFileSync(path, text.split("\n")[0] + "\n");
