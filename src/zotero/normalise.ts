@@ -32,13 +32,35 @@ const str = (v: unknown): string => (typeof v === "string" ? v : "");
 const strOrNull = (v: unknown): string | null => (typeof v === "string" && v !== "" ? v : null);
 const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) ? v : Number(v) || 0);
 
-function creatorsOf(v: unknown): Creator[] {
+/**
+ * One copy of each short value that repeats across a library (item types, link modes, content
+ * types, creator types, attachment titles, publications, collection keys, tags): JSON.parse makes
+ * a new string for every occurrence, and a 20 000-item listing is held until the run ends.
+ * Long values (titles, abstracts) are unique and kept as they come.
+ */
+class Interner {
+  private readonly pool = new Map<string, string>();
+
+  of(value: string): string {
+    if (value.length > 64) return value;
+    const known = this.pool.get(value);
+    if (known !== undefined) return known;
+    this.pool.set(value, value);
+    return value;
+  }
+
+  orNull(value: string | null): string | null {
+    return value === null ? null : this.of(value);
+  }
+}
+
+function creatorsOf(v: unknown, intern: Interner): Creator[] {
   if (!Array.isArray(v)) return [];
   const out: Creator[] = [];
   for (const c of v) {
     if (!c || typeof c !== "object") continue;
     const r = c as Record<string, unknown>;
-    const creator: Creator = { creatorType: str(r.creatorType) || "author" };
+    const creator: Creator = { creatorType: intern.of(str(r.creatorType) || "author") };
     if (typeof r.name === "string") creator.name = r.name;
     if (typeof r.firstName === "string") creator.firstName = r.firstName;
     if (typeof r.lastName === "string") creator.lastName = r.lastName;
@@ -47,9 +69,9 @@ function creatorsOf(v: unknown): Creator[] {
   return out;
 }
 
-function tagsOf(v: unknown): string[] {
+function tagsOf(v: unknown, intern: Interner): string[] {
   if (!Array.isArray(v)) return [];
-  return v.map((t) => (t && typeof t === "object" ? str((t as { tag?: unknown }).tag) : str(t))).filter((t) => t !== "");
+  return v.map((t) => intern.of(t && typeof t === "object" ? str((t as { tag?: unknown }).tag) : str(t))).filter((t) => t !== "");
 }
 
 /**
@@ -72,16 +94,16 @@ function bestAttachmentOf(links: RawZoteroObject["links"]): string | null {
   return KEY.test(key) ? key : null;
 }
 
-function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number, links: RawZoteroObject["links"], evidence: FileEvidence): Attachment {
+function attachmentOf(key: string, data: NonNullable<RawZoteroObject["data"]>, version: number, links: RawZoteroObject["links"], evidence: FileEvidence, intern: Interner): Attachment {
   const size = links?.enclosure?.length;
   const md5 = strOrNull(data.md5)?.toLowerCase() ?? null;
   return {
     key,
     version,
     parentKey: strOrNull(data.parentItem),
-    title: str(data.title),
-    linkMode: str(data.linkMode),
-    contentType: strOrNull(data.contentType),
+    title: intern.of(str(data.title)),
+    linkMode: intern.of(str(data.linkMode)),
+    contentType: intern.orNull(strOrNull(data.contentType)),
     filename: strOrNull(data.filename),
     md5,
     size: typeof size === "number" && Number.isFinite(size) && size >= 0 ? size : null,
@@ -131,6 +153,7 @@ export class ListingBuilder {
   private readonly children: Attachment[] = [];
   private readonly seen = new Set<string>();
   readonly invalid: { key: string; reason: string }[] = [];
+  private readonly intern = new Interner();
 
   constructor(private readonly evidence: FileEvidence = "web") {}
 
@@ -160,19 +183,20 @@ export class ListingBuilder {
     this.seen.add(key);
     if (data.deleted === true || data.deleted === 1) return;
     const version = num(data.version ?? o.version);
-    const itemType = str(data.itemType);
+    const intern = this.intern;
+    const itemType = intern.of(str(data.itemType));
     if (!itemType) {
       this.invalid.push({ key, reason: "no itemType" });
       return;
     }
-    const collections = Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string") : [];
+    const collections = Array.isArray(data.collections) ? data.collections.filter((c): c is string => typeof c === "string").map((c) => intern.of(c)) : [];
     if (itemType === "attachment") {
-      const att = attachmentOf(key, data, version, o.links, this.evidence);
+      const att = attachmentOf(key, data, version, o.links, this.evidence, intern);
       if (att.parentKey) {
         this.children.push(att);
         return;
       }
-      this.items.set(key, { key, version, itemType, title: att.title, creators: [], date: str(data.date), year: yearOf(str(data.date)), doi: null, collections, tags: tagsOf(data.tags), attachments: [att], standalone: true });
+      this.items.set(key, { key, version, itemType, title: att.title, creators: [], date: str(data.date), year: yearOf(str(data.date)), doi: null, collections, tags: tagsOf(data.tags, intern), attachments: [att], standalone: true });
       return;
     }
     if (itemType === "note" && typeof data.parentItem === "string") return; // child notes are nothing to import
@@ -181,14 +205,14 @@ export class ListingBuilder {
       version,
       itemType,
       title: str(data.title) || str(data.caseName) || str(data.nameOfAct) || str(data.subject),
-      creators: creatorsOf(data.creators),
+      creators: creatorsOf(data.creators, intern),
       date: str(data.date),
       year: yearOf(str(data.date)),
       doi: doiOf(data.DOI, data.extra),
-      journal: journalOf((f) => data[f]),
+      journal: intern.orNull(journalOf((f) => data[f])),
       abstract: strOrNull(data.abstractNote),
       collections,
-      tags: tagsOf(data.tags),
+      tags: tagsOf(data.tags, intern),
       attachments: [],
       standalone: false,
       bestAttachment: bestAttachmentOf(o.links),
