@@ -23,7 +23,8 @@ const PART = {
     const u = process.cpuUsage(t);
     console.log(JSON.stringify({ msPerMiB: (u.user + u.system) / 1000 / n }));`,
   cache: `
-    const { createWriteStream, randomBytes } = { ...require("node:fs"), ...require("node:crypto") };
+    const { createWriteStream } = require("node:fs");
+    const { randomBytes } = require("node:crypto");
     const { open, rename, unlink } = require("node:fs/promises");
     const { Readable } = require("node:stream");
     const { pipeline } = require("node:stream/promises");

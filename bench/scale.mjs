@@ -28,6 +28,9 @@ function writeJournal(path, scope, parents, outcome) {
 /**
  * Full imports of n items with small PDFs (one file on disk served for every item) into
  * refserver-lite (--no-worker): wall time, importer CPU and peak RSS per item, per size.
+ * --live-heap: each size imported a second time, into a fresh server, with a full GC once a
+ * second and the heap that survives it (bench/lib/live-heap.mjs): what the importer holds per
+ * item, apart from the garbage V8 lets pile up between collections (which peak RSS counts).
  */
 async function fullImports(work, sizes, pdfBytes, liveHeap) {
   const file = await writePdfFile(join(work, "small.pdf"), pdfBytes, "Scale import paper");
@@ -36,40 +39,36 @@ async function fullImports(work, sizes, pdfBytes, liveHeap) {
     const { lib } = diskLibrary({ items: n, file: () => file, seed: 7 });
     const zot = new FakeZotero({ library: lib });
     await zot.start();
-    const srv = await startRefServer({ dataDir: join(work, `srv-import-${n}`) });
     try {
-      const sb = makeSandbox({ zoteroUrl: zot.url, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: srv.url, importOptions: { batch_size: 8 } });
-      const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000 });
-      if (res.code !== 0) console.error(`scale import ${n}: exit ${res.code}: ${res.stderr.slice(-2000)}`);
-      const onServer = (await serverLinks(srv.url, lib.libraryId)).length;
+      const { res, onServer } = await importInto(join(work, `srv-import-${n}`), zot.url, lib, `scale import ${n}`);
       out.push({ items: n, onServer, exit: res.code, wallS: res.wallMs / 1000, cpuS: res.cpuS, peakRssMiB: res.peakRss / 2 ** 20, listing: listingRequests(zot), liveHeapMiB: null });
       console.error(`scale import ${n}: ${onServer}/${n} in ${fmt(res.wallMs / 1000, 1)} s, CPU ${fmt(res.cpuS, 1)} s, peak RSS ${mb(res.peakRss, 0)} MiB`);
-      rmrf(sb.dir);
-      if (liveHeap) out.at(-1).liveHeapMiB = await liveHeapOf(work, n, zot.url, lib);
+      if (liveHeap) {
+        const heapFile = join(work, `heap-${n}.json`);
+        await importInto(join(work, `srv-heap-${n}`), zot.url, lib, `scale import ${n} (live heap)`, { nodeArgs: ["--expose-gc", "--import", LIVE_HEAP], env: { BENCH_HEAP_FILE: heapFile } });
+        out.at(-1).liveHeapMiB = JSON.parse(readFileSync(heapFile, "utf8")).maxLiveHeapBytes / 2 ** 20;
+        console.error(`scale import ${n}: live heap ${fmt(out.at(-1).liveHeapMiB, 1)} MiB`);
+      }
     } finally {
       await zot.close();
-      await srv.stop();
     }
   }
   return out;
 }
 
 /**
- * --live-heap: the same import again, into a fresh server, with a full GC once a second and the
- * heap that survives it (bench/lib/live-heap.mjs): what the importer holds per item, apart from
- * the garbage V8 lets pile up between collections (which peak RSS counts).
+ * One import (batch_size 8) of the fake's library into a fresh refserver-lite in `dataDir`:
+ * the importer's result and the papers on the server. `options` go to runImporter.
  */
-async function liveHeapOf(work, n, zoteroUrl, lib) {
-  const srv = await startRefServer({ dataDir: join(work, `srv-heap-${n}`) });
+async function importInto(dataDir, zoteroUrl, lib, label, options = {}) {
+  const srv = await startRefServer({ dataDir });
   try {
     const sb = makeSandbox({ zoteroUrl, libraryId: lib.libraryId, apiKey: lib.apiKey, refserverUrl: srv.url, importOptions: { batch_size: 8 } });
-    const heapFile = join(sb.dir, "heap.json");
-    const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000, nodeArgs: ["--expose-gc", "--import", LIVE_HEAP], env: { BENCH_HEAP_FILE: heapFile } });
-    if (res.code !== 0) console.error(`scale import ${n} (live heap): exit ${res.code}: ${res.stderr.slice(-2000)}`);
-    const live = JSON.parse(readFileSync(heapFile, "utf8")).maxLiveHeapBytes / 2 ** 20;
-    console.error(`scale import ${n}: live heap ${fmt(live, 1)} MiB`);
+    const res = await runImporter(sb, ["--quiet"], { timeoutMs: 1_800_000, ...options });
+    if (res.code !== 0) console.error(`${label}: exit ${res.code}: ${res.stderr.slice(-2000)}`);
+    const onServer = (await serverLinks(srv.url, lib.libraryId)).length;
     rmrf(sb.dir);
-    return live;
+    return { res, onServer };
   } finally {
     await srv.stop();
   }

@@ -16,6 +16,20 @@ export interface ReadResult extends ScanResult {
 }
 
 /**
+ * Read into `buf` from `position` until it is full or the file ends: the bytes read. (One
+ * readSync may return fewer bytes than asked for.)
+ */
+export function readFully(fd: number, buf: Buffer, position: number): number {
+  let read = 0;
+  while (read < buf.length) {
+    const n = readSync(fd, buf, read, buf.length - read, position + read);
+    if (n === 0) break;
+    read += n;
+  }
+  return read;
+}
+
+/**
  * Hand every record from byte `from` on to `onRecord`, one line at a time, keeping none: a
  * torn last line (no newline yet: a write cut short) is ignored, other bad lines are counted.
  */
@@ -24,15 +38,8 @@ export function scanJournal(path: string, onRecord: (record: JournalRecord) => v
   try {
     const fd = openSync(path, "r");
     try {
-      const size = fstatSync(fd).size;
-      bytes = Buffer.allocUnsafe(Math.max(0, size - from));
-      let read = 0;
-      while (read < bytes.length) {
-        const n = readSync(fd, bytes, read, bytes.length - read, from + read);
-        if (n === 0) break;
-        read += n;
-      }
-      bytes = bytes.subarray(0, read);
+      const buf = Buffer.allocUnsafe(Math.max(0, fstatSync(fd).size - from));
+      bytes = buf.subarray(0, readFully(fd, buf, from));
     } finally {
       closeSync(fd);
     }
@@ -122,7 +129,7 @@ export class Journal {
     const size = fstatSync(fd).size;
     if (size > 0) {
       const tail = Buffer.alloc(Math.min(size, 64 * 1024));
-      readSync(fd, tail, 0, tail.length, size - tail.length);
+      readFully(fd, tail, size - tail.length);
       if (tail[tail.length - 1] !== 0x0a) {
         const lastNewline = tail.lastIndexOf(0x0a);
         const keep = lastNewline === -1 ? (size > tail.length ? size : 0) : size - tail.length + lastNewline + 1;

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { scanJournal, type ScanResult } from "./journal.js";
+import { closeSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readFully, scanJournal, type ScanResult } from "./journal.js";
 import { JournalReducer, type ItemState, type JournalState } from "./state.js";
 
 /**
@@ -49,12 +49,11 @@ function digestOf(journalPath: string, offset: number): string | null {
   try {
     const hash = createHash("sha256");
     const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, offset)));
-    let at = 0;
-    while (at < offset) {
-      const n = readSync(fd, buf, 0, Math.min(buf.length, offset - at), at);
-      if (n === 0) return null;
-      hash.update(buf.subarray(0, n));
-      at += n;
+    for (let at = 0; at < offset; ) {
+      const want = Math.min(buf.length, offset - at);
+      if (readFully(fd, buf.subarray(0, want), at) < want) return null;
+      hash.update(buf.subarray(0, want));
+      at += want;
     }
     return hash.digest("hex");
   } catch {
@@ -116,6 +115,9 @@ export function saveState(journalPath: string, loaded: LoadedState): void {
   const temporary = `${path}.tmp`;
   try {
     const scan = scanJournal(journalPath, (r) => loaded.reducer.add(r), loaded.end);
+    // Folded in: whatever happens to the file below, a later save carries on from here.
+    loaded.end = scan.end;
+    loaded.badLines += scan.badLines;
     const sha256 = digestOf(journalPath, scan.end);
     if (sha256 === null) return;
     const s = loaded.reducer.state;
@@ -124,15 +126,13 @@ export function saveState(journalPath: string, loaded: LoadedState): void {
       scope: loaded.reducer.scope,
       offset: scan.end,
       sha256,
-      badLines: loaded.badLines + scan.badLines,
+      badLines: loaded.badLines,
       runs: s.runs,
       sync: [...s.syncVersions],
       items: [...s.items.values()],
     };
     writeFileSync(temporary, JSON.stringify(snap), { mode: 0o600 });
     renameSync(temporary, path);
-    loaded.end = scan.end;
-    loaded.badLines = snap.badLines;
   } catch {
     rmSync(temporary, { force: true });
   }
